@@ -1,0 +1,1 @@
+"""The front end: source text → AST (parser.py) → analysed IR (lower.py)."""

@@ -1,0 +1,185 @@
+"""Source text → :class:`~infinet.dsl.ast.Program`, with syntax errors located.
+
+The grammar lives in ``infinet/grammar.lark`` (LALR(1), positions kept).  The
+transformer only builds AST dataclasses; all checks of meaning happen in lower.py.
+"""
+from __future__ import annotations
+
+import functools
+from importlib import resources
+
+import lark
+from lark import Lark, Token, Transformer, v_args
+
+from ..errors import NetError, SourcePos
+from . import ast
+
+# How expected terminals are named in syntax error messages.
+_TERMINAL_TEXT = {
+    "NAME": "a name",
+    "NUMBER": "a number",
+    "SIZE": "a size such as 3x3",
+    "_NL": "end of line",
+    "SEMICOLON": "';'",
+    "LBRACE": "'{'",
+    "RBRACE": "'}'",
+    "LPAR": "'('",
+    "RPAR": "')'",
+    "EQUAL": "'='",
+    "ADD_OP": "'+' or '-'",
+    "MUL_OP": "'*' or '/'",
+    "PLUS": "'+'",
+    "MINUS": "'-'",
+    "$END": "end of file",
+}
+
+
+@functools.lru_cache(maxsize=None)
+def _parser() -> Lark:
+    text = resources.files("infinet").joinpath("grammar.lark").read_text()
+    return Lark(text, parser="lalr", start=["start", "expr"], propagate_positions=True,
+                maybe_placeholders=False)
+
+
+class _Builder(Transformer):
+    def __init__(self, filename: str, lines: list[str]):
+        super().__init__()
+        self.filename = filename
+        self.lines = lines
+
+    def pos_of(self, item) -> SourcePos:
+        if isinstance(item, Token):
+            line, col = item.line, item.column
+        else:
+            meta = item if isinstance(item, lark.tree.Meta) else item.meta
+            line, col = meta.line, meta.column
+        src = self.lines[line - 1] if 0 < line <= len(self.lines) else ""
+        return SourcePos(self.filename, line, col, src)
+
+    def __default__(self, data, children, meta):  # every rule must be handled below
+        raise AssertionError(f"grammar rule {data!r} has no AST builder")
+
+    # statements --------------------------------------------------------------
+    def start(self, children):
+        return tuple(children)
+
+    @v_args(meta=True)
+    def net_decl(self, meta, children):
+        return ast.NetDecl(str(children[0]), self.pos_of(children[0]))
+
+    @v_args(meta=True)
+    def param_decl(self, meta, children):
+        name, value = children
+        return ast.ParamDecl(str(name), value, self.pos_of(name))
+
+    @v_args(meta=True)
+    def input_image(self, meta, children):
+        return ast.InputImage(self._size(children[0]), self.pos_of(meta))
+
+    @v_args(meta=True)
+    def input_vector(self, meta, children):
+        return ast.InputVector(children[0], self.pos_of(meta))
+
+    @v_args(meta=True)
+    def repeat(self, meta, children):
+        return ast.Repeat(children[0], tuple(children[1:]), self.pos_of(meta))
+
+    @v_args(meta=True)
+    def layer(self, meta, children):
+        kind = children[0]
+        rest = children[1:]
+        size = None
+        if rest and isinstance(rest[0], Token) and rest[0].type == "SIZE":
+            size = self._size(rest[0])
+            rest = rest[1:]
+        options = tuple(c for c in rest if isinstance(c, ast.Option))
+        flags = tuple(c for c in rest if isinstance(c, ast.Flag))
+        return ast.LayerStmt(str(kind), size, options, flags, self.pos_of(kind))
+
+    def option(self, children):
+        key, value = children
+        return ast.Option(str(key), value, self.pos_of(key))
+
+    def flag(self, children):
+        return ast.Flag(str(children[0]), self.pos_of(children[0]))
+
+    def _size(self, tok: Token) -> ast.Size:
+        return ast.Size(tuple(int(d) for d in str(tok).split("x")), self.pos_of(tok))
+
+    # expressions -------------------------------------------------------------
+    def number(self, children):
+        tok = children[0]
+        text = str(tok)
+        value = int(text) if text.isdigit() else float(text)
+        return ast.Number(value, self.pos_of(tok))
+
+    def name(self, children):
+        return ast.Name(str(children[0]), self.pos_of(children[0]))
+
+    def call(self, children):
+        func, arg = children
+        return ast.Call(str(func), arg, self.pos_of(func))
+
+    @v_args(meta=True)
+    def neg(self, meta, children):
+        return ast.Neg(children[0], self.pos_of(meta))
+
+    def binop(self, children):
+        left, op, right = children
+        return ast.BinOp(str(op), left, right, self.pos_of(op))
+
+
+def _syntax_error(err: lark.exceptions.UnexpectedInput, filename: str, lines: list[str]) -> NetError:
+    line = max(getattr(err, "line", 1) or 1, 1)
+    col = max(getattr(err, "column", 1) or 1, 1)
+    src = lines[line - 1] if line <= len(lines) else ""
+    if isinstance(err, lark.exceptions.UnexpectedCharacters):
+        ch = src[col - 1] if col - 1 < len(src) else "?"
+        msg = f"unexpected character {ch!r}"
+    elif isinstance(err, lark.exceptions.UnexpectedToken):
+        tok = err.token
+        if tok.type == "$END":
+            what = "end of file"
+            if lines:
+                line = len(lines)
+                src = lines[-1]
+                col = len(src.rstrip()) + 1
+        elif tok.type == "_NL":
+            what = "end of line"
+            # lark reports a newline token at the start of the next line; point at the line end
+            if tok.line and tok.line <= len(lines):
+                line = tok.line
+                src = lines[line - 1]
+                col = len(src.rstrip("\r\n")) + 1
+        else:
+            what = repr(str(tok))
+        expected = sorted({_TERMINAL_TEXT.get(t, repr(t.lower())) for t in err.expected
+                           if not t.startswith("__")})
+        msg = f"unexpected {what}"
+        if expected:
+            msg += "; expected " + (expected[0] if len(expected) == 1 else
+                                    ", ".join(expected[:-1]) + " or " + expected[-1])
+    else:
+        msg = "syntax error"
+    return NetError(msg, SourcePos(filename, line, col, src))
+
+
+def parse(source: str, filename: str = "<string>") -> ast.Program:
+    """Parse ``.net`` source text; raise :class:`NetError` on a syntax error."""
+    lines = source.splitlines()
+    try:
+        tree = _parser().parse(source, start="start")
+    except lark.exceptions.UnexpectedInput as err:
+        raise _syntax_error(err, filename, lines) from None
+    statements = _Builder(filename, lines).transform(tree)
+    return ast.Program(filename, source, statements)
+
+
+def parse_expression(text: str, filename: str = "<command line>") -> ast.Expr:
+    """Parse one expression (used for ``-D name=value`` overrides)."""
+    lines = text.splitlines() or [""]
+    try:
+        tree = _parser().parse(text, start="expr")
+    except lark.exceptions.UnexpectedInput as err:
+        raise _syntax_error(err, filename, lines) from None
+    return _Builder(filename, lines).transform(tree)

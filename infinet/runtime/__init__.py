@@ -1,0 +1,1 @@
+"""Running a plan: backends, batching and data handling."""
