@@ -260,7 +260,7 @@ class _Lowering:
 
 
 def _count_layers(statements, params: dict) -> int:
-    """Layers a block unrolls to, without unrolling it (capped to stay cheap)."""
+    """Layers a block unrolls to, computed without unrolling it."""
     total = 0
     for st in statements:
         if isinstance(st, ast.LayerStmt):
@@ -270,6 +270,4 @@ def _count_layers(statements, params: dict) -> int:
             if n is None or n < 0:
                 raise NetError("a repeat count must be a whole number >= 0", st.count.pos)
             total += n * _count_layers(st.body, params)
-        if total > MAX_LAYERS:
-            return MAX_LAYERS + 1
     return total

@@ -51,13 +51,13 @@ def infer_shapes(layers: list[Layer]) -> list[Shape]:
         shapes.append(out)
     if not shapes[-1].is_flat:
         last = layers[-1]
-        raise NetError(f"the network ends with a {_image(shapes[-1])} output; end it with "
+        raise NetError(f"the network ends with {_image(shapes[-1])}, not a flat output; end it with "
                        "`flatten` or `gap` (and usually a dense readout)", last.pos)
     return shapes
 
 
 def _image(shape: Shape) -> str:
-    return "x".join(map(str, shape.spatial)) + " image"
+    return "an image (" + "x".join(map(str, shape.spatial)) + ")"
 
 
 def _need_image(layer: Layer, shape: Shape, name: str) -> None:

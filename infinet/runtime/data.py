@@ -17,6 +17,13 @@ def load_array(path: str, what: str = "data") -> np.ndarray:
     if os.path.isdir(path):
         raise DataError(f"{what} {path}: is a directory, not an array file")
     try:
+        with open(path, "rb") as fh:
+            magic = fh.read(6)
+    except OSError as err:
+        raise DataError(f"{what} {path}: cannot read ({err.strerror or err})") from None
+    if magic != b"\x93NUMPY" and not magic.startswith(b"PK"):
+        raise DataError(f"{what} {path}: not a .npy or .npz file")
+    try:
         loaded = np.load(path, allow_pickle=False)
     except (ValueError, OSError, EOFError, zipfile.BadZipFile) as err:
         raise DataError(f"{what} {path}: not a readable .npy/.npz array file ({_short(err)})") \

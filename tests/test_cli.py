@@ -1,0 +1,82 @@
+"""The command line of SPEC §4: check, explain, eval."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import infinet
+from infinet.cli import main
+
+from conftest import EXAMPLES, run_cli
+
+
+@pytest.mark.parametrize("net", sorted(p.name for p in EXAMPLES.glob("*.net")))
+def test_check_every_example(net, capsys):
+    assert main(["check", str(EXAMPLES / net)]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"{EXAMPLES / net}: ok: net ")
+    assert "per pair" in out and "per input" in out
+
+
+def test_check_summary_reports_readout_demand(capsys):
+    assert main(["check", str(EXAMPLES / "cntk_gap.net"), "-D", "depth=4"]) == 0
+    out = capsys.readouterr().out
+    assert "params     depth = 4" in out
+    assert "layers     3 conv, 3 relu, 1 gap, 1 dense" in out
+    assert "gap at line 14: needs offsets all(63) x all(63)" in out
+    assert main(["check", str(EXAMPLES / "cntk_v.net")]) == 0
+    assert "needs offsets 0 x 0" in capsys.readouterr().out
+
+
+def test_explain_table(capsys):
+    assert main(["explain", str(EXAMPLES / "myrtle.net")]) == 0
+    out = capsys.readouterr().out.splitlines()
+    header = out[1].split()
+    assert header[:4] == ["#", "line", "layer", "output"]
+    rows = [line for line in out[3:] if line.strip() and line.split()[0].isdigit()]
+    assert len(rows) == 14
+    pool = next(r for r in rows if "avgpool 8x8" in r)
+    assert "1x1xinf" in pool and " 0 x 0 " in pool
+    first_pool = next(r for r in rows if "avgpool 2x2" in r)
+    assert "all(31) x all(31)" in first_pool and "65,536" in first_pool
+    assert any(line.startswith("per pair:") for line in out)
+
+
+def test_eval_writes_nngp_and_ntk(tmp_path):
+    rng = np.random.default_rng(0)
+    x1, x2 = rng.normal(size=(3, 8, 8, 1)), rng.normal(size=(2, 8, 8, 1))
+    np.save(tmp_path / "a.npy", x1)
+    np.save(tmp_path / "b.npy", x2)
+    net = EXAMPLES / "cnn_gap_small.net"
+    code, out, err = run_cli("eval", net, "--x1", "a.npy", "--x2", "b.npy", "--out", "K.npz",
+                             "-D", "depth=2", cwd=tmp_path)
+    assert code == 0, err
+    assert "wrote K.npz: nngp, ntk [3, 2]" in out
+    with np.load(tmp_path / "K.npz") as f:
+        assert sorted(f.keys()) == ["nngp", "ntk"]
+        want = infinet.compile(net, depth=2)(x1, x2)
+        np.testing.assert_array_equal(f["nngp"], want.nngp)
+        np.testing.assert_array_equal(f["ntk"], want.ntk)
+    code, _, err = run_cli("eval", net, "--x1", "a.npy", "--out", "K.npz", "--dtype", "float32",
+                           "--backend", "numpy", "--quiet", cwd=tmp_path)
+    assert code == 0, err
+    with np.load(tmp_path / "K.npz") as f:
+        assert f["nngp"].shape == (3, 3) and np.array_equal(f["nngp"], f["nngp"].T)
+        assert np.abs(f["nngp"] - infinet.compile(net)(x1).nngp).max() < 1e-5
+
+
+def test_eval_flat_vectors_and_npz_input(tmp_path):
+    x = np.random.default_rng(1).normal(size=(4, 64))
+    np.savez(tmp_path / "d.npz", x=x, y=np.arange(4))
+    code, _, err = run_cli("eval", EXAMPLES / "fc_ntk.net", "--x1", "d.npz", "--out", "K.npz",
+                           cwd=tmp_path)
+    assert code == 0, err
+    with np.load(tmp_path / "K.npz") as f:
+        np.testing.assert_array_equal(f["ntk"], infinet.compile(EXAMPLES / "fc_ntk.net")(x).ntk)
+
+
+def test_version_and_help():
+    code, out, _ = run_cli("--version")
+    assert code == 0 and out.strip() == f"infinet {infinet.__version__}"
+    code, out, _ = run_cli("--help")
+    assert code == 0 and "check" in out and "explain" in out and "eval" in out
