@@ -85,3 +85,16 @@ def test_self_variances_are_computed_once_per_input(monkeypatch):
     assert calls == [6]
     k(x[:2], x[2:], max_memory=1, backend="numpy")
     assert calls == [6, 2, 4]
+
+
+@pytest.mark.parametrize("n1,n2,symmetric", [(1, 1, True), (5, 5, True), (7, 7, True),
+                                             (3, 4, False), (1, 6, False)])
+def test_lazy_pair_enumeration_covers_each_pair_once(n1, n2, symmetric):
+    from infinet.runtime.evaluate import pair_count, pair_indices
+    total = pair_count(n1, n2, symmetric)
+    seen = []
+    for start in range(0, total, 3):
+        r, c = pair_indices(start, min(start + 3, total), n1, n2, symmetric)
+        seen += list(zip(r.tolist(), c.tolist()))
+    want = [(i, j) for i in range(n1) for j in range(n2) if not symmetric or j >= i]
+    assert seen == want

@@ -36,9 +36,23 @@ def pair_batch_size(plan, itemsize: int, max_memory: int) -> int:
     return max(1, int(max_memory // max(per_pair, 1)))
 
 
-def upper_triangle(n: int) -> tuple[np.ndarray, np.ndarray]:
-    rows, cols = np.triu_indices(n)
-    return rows.astype(np.intp), cols.astype(np.intp)
+def pair_count(n1: int, n2: int, symmetric: bool) -> int:
+    return n1 * (n1 + 1) // 2 if symmetric else n1 * n2
+
+
+def pair_indices(start: int, stop: int, n1: int, n2: int, symmetric: bool):
+    """(rows, cols) of pairs number start..stop-1, in row-major order.
+
+    Pairs are enumerated lazily, so no index array ever grows with N1 × N2: with
+    ``symmetric`` only the upper triangle j >= i is enumerated.
+    """
+    k = np.arange(start, stop, dtype=np.int64)
+    if not symmetric:
+        return (k // n2).astype(np.intp), (k % n2).astype(np.intp)
+    i = np.arange(n1, dtype=np.int64)
+    row_start = i * n1 - i * (i - 1) // 2          # first pair number of row i
+    rows = np.searchsorted(row_start, k, side="right") - 1
+    return rows.astype(np.intp), (k - row_start[rows] + rows).astype(np.intp)
 
 
 def evaluate(executor, x1: np.ndarray, x2: np.ndarray | None, *,
@@ -52,17 +66,12 @@ def evaluate(executor, x1: np.ndarray, x2: np.ndarray | None, *,
     v1 = executor.self_variances(x1)
     v2 = v1 if symmetric else executor.self_variances(x2)
     n1, n2 = len(x1), len(x2)
-    if symmetric:
-        rows, cols = upper_triangle(n1)
-    else:
-        rows, cols = (a.ravel().astype(np.intp) for a in np.meshgrid(np.arange(n1), np.arange(n2),
-                                                                      indexing="ij"))
     nngp = np.empty((n1, n2), np.float64)
     ntk = np.empty((n1, n2), np.float64)
     batch = pair_batch_size(executor.plan, dt.itemsize, max_memory or DEFAULT_MAX_MEMORY)
-    total = len(rows)
+    total = pair_count(n1, n2, symmetric)
     for start in range(0, total, batch):
-        r, c = rows[start:start + batch], cols[start:start + batch]
+        r, c = pair_indices(start, min(start + batch, total), n1, n2, symmetric)
         k, t = executor.pairs(x1, x2, r, c, v1, v2)
         nngp[r, c] = k
         ntk[r, c] = t
