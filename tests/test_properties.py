@@ -98,3 +98,15 @@ def test_lazy_pair_enumeration_covers_each_pair_once(n1, n2, symmetric):
         seen += list(zip(r.tolist(), c.tolist()))
     want = [(i, j) for i in range(n1) for j in range(n2) if not symmetric or j >= i]
     assert seen == want
+
+
+@pytest.mark.parametrize("readout", ["gap", "flatten", "avgpool 2x2\nflatten"])
+def test_pair_pass_diagonal_equals_self_pass_exactly(readout):
+    # After the readout a relu sees Σ(x, x) = v exactly, so K(x, x)[i, i] = v/2 bit for bit
+    # (any rounding difference between the passes would show as ~1e-8 through the sqrt).
+    head = f"input 6x6x2\nconv 3x3 W=sqrt(2) b=0.1\nrelu\nconv 3x3 W=1.3\nerf\n{readout}\ndense W=1.7 b=0.2\n"
+    x = np.random.default_rng(5).normal(size=(9, 6, 6, 2))
+    before = infinet.compile(head)(x, backend="numpy", max_memory=3000)
+    after = infinet.compile(head + "relu\n")(x, backend="numpy", max_memory=3000)
+    assert np.array_equal(np.diag(after.nngp), np.diag(before.nngp) / 2)
+    assert np.array_equal(np.diag(after.ntk), np.diag(before.ntk) / 2)

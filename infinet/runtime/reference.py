@@ -119,12 +119,9 @@ def apply_maps(S: np.ndarray, maps: tuple[AxisMap, ...]) -> np.ndarray:
     return S
 
 
-def readout_weights(pairs: AxisPairs, kind: str) -> np.ndarray:
-    if kind == "gap":        # mean over every (p, p')
-        return np.full(pairs.count, 1.0 / pairs.n ** 2)
-    w = np.zeros(pairs.count)   # flatten: mean over p = p'
-    w[pairs.diagonal] = 1.0 / pairs.n
-    return w
+def readout_entries(pairs: AxisPairs, kind: str) -> np.ndarray:
+    """The pairs of an axis that a readout averages: all of them (gap) or p = p' (flatten)."""
+    return np.arange(pairs.count) if kind == "gap" else pairs.diagonal
 
 
 # -- activations (NT's arctan2 forms, SPEC §2) ------------------------------------------
@@ -164,7 +161,7 @@ class Step:
     index: int
     layer: object
     maps: tuple[AxisMap, ...] = ()
-    readout: tuple[np.ndarray, ...] = ()
+    readout: tuple[np.ndarray, ...] = ()   # per axis: the pairs a readout averages
     first: tuple[np.ndarray, ...] = ()     # positions of x in each kept pair (per axis)
     second: tuple[np.ndarray, ...] = ()    # positions of x'
     diagonal: tuple[np.ndarray, ...] = ()  # self pass: where v sits in the input state
@@ -197,7 +194,7 @@ def build_steps(plan: Plan, which: str) -> list[Step]:
             step.maps = tuple(pool_axis_map(s, d, w, st, layer.pad)
                               for s, d, w, st in zip(src, out, layer.window, layer.stride))
         elif isinstance(layer, (GlobalAvgPool, Flatten)):
-            step.readout = tuple(readout_weights(p, layer.kind) for p in src)
+            step.readout = tuple(readout_entries(p, layer.kind) for p in src)
         elif isinstance(layer, Activation):
             step.first = tuple(p.first for p in src)
             step.second = tuple(p.second for p in src)
@@ -278,7 +275,9 @@ class ReferenceExecutor:
         """Σ0[p, p'] = (1/C) Σ_c x[p, c] x'[p', c]."""
         a = _gather_positions(x1, rows1, step.first)
         b = _gather_positions(x2, rows2, step.second)
-        return np.einsum("...c,...c->...", a, b) / self.dtype.type(a.shape[-1])
+        # a per-entry sum along the contiguous channel axis: the same rounding for an entry
+        # whatever the batch (einsum/BLAS would pick shape-dependent orders)
+        return (a * b).sum(axis=-1) / self.dtype.type(a.shape[-1])
 
     def _linear(self, step: Step, K, T, trains: bool = False):
         layer = step.layer
@@ -301,10 +300,19 @@ class ReferenceExecutor:
         raise AssertionError(type(layer))  # pragma: no cover
 
 
-def _readout(S: np.ndarray, weights: tuple[np.ndarray, ...], dt) -> np.ndarray:
-    for axis in range(len(weights), 0, -1):
-        S = np.tensordot(S, weights[axis - 1].astype(S.dtype), axes=([axis], [0]))
-    return S
+def _readout(S: np.ndarray, entries: tuple[np.ndarray, ...], dt) -> np.ndarray:
+    """Mean of the selected entries, summed along w, then h.
+
+    Every reduction here runs along the last (contiguous) axis, whose summation order
+    does not depend on the batch size, so the pair pass on (x, x) reproduces the self
+    pass bit for bit (a relu after the readout then sees Σ(x, x) = v exactly).
+    """
+    count = 1
+    for axis in range(len(entries), 0, -1):
+        # axis is always the last one left
+        S = np.take(S, entries[axis - 1], axis=axis).sum(axis=-1)
+        count *= len(entries[axis - 1])
+    return S / dt(count)
 
 
 def _take_diagonal(S: np.ndarray, diagonal: tuple[np.ndarray, ...]) -> np.ndarray:
