@@ -5,7 +5,7 @@ import numpy as np
 
 from ..dsl import ast
 from ..ir.plan import Plan
-from .backends import make_executor
+from .backends import make_executor, resolve_backend
 from .data import check_inputs
 from .evaluate import KernelResult, evaluate
 
@@ -28,7 +28,26 @@ class CompiledKernel:
     def name(self) -> str:
         return self.plan.name
 
-    def executor(self, backend: str = "auto", dtype="float64"):
+    @property
+    def cuda_source(self) -> str:
+        """The generated CUDA source (self-contained; compiles with plain NVRTC or nvcc)."""
+        return self._source("cuda")
+
+    @property
+    def cpu_source(self) -> str:
+        """The same kernels as C++ for the CPU target."""
+        return self._source("cpu")
+
+    def _source(self, target: str) -> str:
+        sources = self.__dict__.setdefault("_sources", {})
+        if target not in sources:
+            from ..codegen import generate
+            sources[target] = generate(self.plan, target)
+        return sources[target]
+
+    def executor(self, backend: str = "auto", dtype="float64", pairs: int | None = None):
+        """The executor for a backend and dtype (``auto`` resolved with ``pairs``)."""
+        backend = resolve_backend(backend, self.plan, pairs)
         key = (backend, np.dtype(dtype).name if not isinstance(dtype, str) else dtype)
         if key not in self._executors:
             self._executors[key] = make_executor(self.plan, backend, dtype)
@@ -36,10 +55,19 @@ class CompiledKernel:
 
     def __call__(self, x1, x2=None, *, dtype="float64", backend: str = "auto",
                  max_memory: int | None = None, progress=None) -> KernelResult:
-        executor = self.executor(backend, dtype)
-        a = check_inputs(self.plan, x1, "x1")
-        b = None if x2 is None else check_inputs(self.plan, x2, "x2")
+        a = check_inputs(self.plan, _host(x1), "x1")
+        b = None if x2 is None else check_inputs(self.plan, _host(x2), "x2")
+        pairs = len(a) * (len(a) + 1) // 2 if b is None else len(a) * len(b)
+        executor = self.executor(backend, dtype, pairs)
         return evaluate(executor, a, b, max_memory=max_memory, progress=progress)
 
     def __repr__(self) -> str:
         return f"<infinet kernel {self.plan.name}: {len(self.plan.layers) - 1} layers>"
+
+
+def _host(x):
+    """NumPy view of an input: CuPy arrays are copied to the host (``.get()``)."""
+    get = getattr(x, "get", None)
+    if get is not None and type(x).__module__.startswith("cupy"):
+        return get()
+    return x

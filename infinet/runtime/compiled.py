@@ -1,0 +1,41 @@
+"""What the generated-code executors (CPU and CUDA) share: variance tables and packing.
+
+The generated kernels read every self-variance of an input from one packed row
+``vt[r, :]`` (layout: ``KernelProgram.vtable``, layer → (offset, size)).  The per-input
+pass writes that row; :class:`VarianceTables` is the ``{layer: array}`` dict the
+executor interface promises, with the packed array kept alongside so the pair pass
+never repacks it.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..codegen.program import KernelProgram
+
+
+class VarianceTables(dict):
+    """{layer index: v [N, *spatial] or [N]}, views into ``packed`` [N, VT]."""
+
+    packed: np.ndarray
+
+    @classmethod
+    def from_packed(cls, prog: KernelProgram, packed) -> "VarianceTables":
+        out = cls()
+        out.packed = packed
+        n = packed.shape[0]
+        for index, (offset, size) in prog.vtable.items():
+            spatial = tuple(prog.plan.layers[index - 1].shape.spatial)
+            out[index] = packed[:, offset:offset + size].reshape((n,) + spatial)
+        return out
+
+
+def pack(prog: KernelProgram, tables, n: int, dtype, xp=np):
+    """The packed [N, max(VT, 1)] array of a variance dict (as the pair pass reads it)."""
+    packed = getattr(tables, "packed", None)
+    if packed is not None and packed.dtype == dtype and \
+            (xp is np) == isinstance(packed, np.ndarray):
+        return packed
+    out = xp.zeros((n, max(prog.vt_size, 1)), dtype)
+    for index, (offset, size) in prog.vtable.items():
+        out[:, offset:offset + size] = xp.asarray(tables[index], dtype).reshape(n, size)
+    return out

@@ -1,0 +1,79 @@
+"""The CPU target: the generated kernels compiled as C++ (OpenMP over work items).
+
+``CpuExecutor`` has the executor interface of the reference (``self_variances``,
+``pairs``); the source it runs is ``executor.source`` (also ``k.cpu_source``).
+"""
+from __future__ import annotations
+
+import ctypes
+import re
+
+import numpy as np
+
+from ..codegen import cpujit
+from ..codegen.program import lower_program
+from ..codegen.render import render
+from ..errors import InfinetError
+from ..ir.plan import Plan
+from .compiled import VarianceTables, pack
+
+_SUFFIX = {"float64": "f64", "float32": "f32"}
+
+
+def cpu_source(plan: Plan) -> str:
+    return render(lower_program(plan), "cpu")
+
+
+class CpuExecutor:
+    name = "cpu"
+
+    def __init__(self, plan: Plan, dtype):
+        self.plan = plan
+        self.dtype = np.dtype(dtype)
+        self.program = lower_program(plan)
+        self.source = render(self.program, "cpu")
+        stem = re.sub(r"[^A-Za-z0-9_]+", "_", plan.name)[:40] or "net"
+        self.lib = cpujit.load(self.source, f"infinet-{stem}")
+        suffix = _SUFFIX[self.dtype.name]
+        self._pair = self._entry(f"infinet_pair_{suffix}")
+        self._self = self._entry(f"infinet_self_{suffix}") if self.program.self_.active else None
+
+    def _entry(self, name):
+        fn = getattr(self.lib, name)
+        fn.argtypes = [ctypes.c_longlong] + [ctypes.c_void_p] * 9
+        fn.restype = ctypes.c_int
+        return fn
+
+    def _call(self, fn, items, x1, x2, r1, r2, vt1, vt2, vrec, out_k, out_t):
+        ptr = lambda a: None if a is None else a.ctypes.data  # noqa: E731
+        status = fn(items, ptr(x1), ptr(x2), ptr(r1), ptr(r2), ptr(vt1), ptr(vt2), ptr(vrec),
+                    ptr(out_k), ptr(out_t))
+        if status != 0:
+            raise MemoryError("the CPU kernel could not allocate its working memory")
+
+    def _x(self, x):
+        return np.ascontiguousarray(x, dtype=self.dtype).reshape(len(x), -1)
+
+    def self_variances(self, x) -> VarianceTables:
+        x = self._x(x)
+        n = len(x)
+        packed = np.zeros((n, max(self.program.vt_size, 1)), self.dtype)
+        if self._self is not None:
+            rows = np.arange(n, dtype=np.int64)
+            self._call(self._self, n, x, x, rows, rows, packed, packed, packed, None, None)
+        return VarianceTables.from_packed(self.program, packed)
+
+    def pairs(self, x1, x2, rows1, rows2, v1, v2):
+        x1 = self._x(x1)
+        x2 = x1 if x2 is x1 else self._x(x2)
+        r1 = np.ascontiguousarray(rows1, dtype=np.int64)
+        r2 = np.ascontiguousarray(rows2, dtype=np.int64)
+        if len(r1) != len(r2):
+            raise InfinetError("rows1 and rows2 differ in length")
+        vt1 = pack(self.program, v1, len(x1), self.dtype)
+        vt2 = vt1 if v2 is v1 else pack(self.program, v2, len(x2), self.dtype)
+        out_k = np.empty(len(r1), self.dtype)
+        out_t = np.empty(len(r1), self.dtype)
+        if len(r1):
+            self._call(self._pair, len(r1), x1, x2, r1, r2, vt1, vt2, None, out_k, out_t)
+        return out_k, out_t

@@ -1,0 +1,157 @@
+"""The CUDA target: the generated kernels compiled at run time with NVRTC through CuPy.
+
+One ``cupy.RawModule`` per network source (held per process, keyed by sha256 of the
+source; CuPy's own on-disk cache, keyed by source, options and architecture, keeps the
+binary across processes).  Every stage is one kernel launch over (item, plane) work
+items, one thread block each; a tail kernel finishes each pair.  ``--fmad=false`` keeps
+the arithmetic identical to the CPU target and the NumPy reference (see math.j2).
+
+NOTE: this module needs CuPy and a CUDA device; it is exercised by the ``gpu`` tests
+(tests/test_cuda_gpu.py) and benchmarks/gpu_check.sh.
+"""
+from __future__ import annotations
+
+import hashlib
+import math
+from functools import lru_cache
+
+import numpy as np
+
+from ..codegen.program import lower_program
+from ..codegen.render import SHARED_LIMIT, render
+from ..errors import InfinetError
+from ..ir.plan import Plan
+from .compiled import VarianceTables, pack
+
+NVRTC_OPTIONS = ("--std=c++17", "--fmad=false")
+#: device memory for the materialised states of one launch sequence
+DEVICE_BUDGET = 2 * 2 ** 30
+_SUFFIX = {"float64": "f64", "float32": "f32"}
+_MODULES: dict[str, object] = {}
+
+
+@lru_cache(maxsize=1)
+def cuda_usable() -> bool:
+    try:
+        import cupy
+        if cupy.cuda.runtime.getDeviceCount() < 1:
+            return False
+        cupy.zeros(1).sum().item()   # a context and a kernel launch work
+        return True
+    except Exception:  # noqa: BLE001 - no cupy, no driver, no device
+        return False
+
+
+def module_for(source: str):
+    import cupy
+    key = hashlib.sha256(source.encode()).hexdigest()
+    if key not in _MODULES:
+        mod = cupy.RawModule(code=source, options=NVRTC_OPTIONS)
+        mod.compile()
+        _MODULES[key] = mod
+    return _MODULES[key]
+
+
+class CudaExecutor:
+    name = "cuda"
+
+    def __init__(self, plan: Plan, dtype):
+        if not cuda_usable():
+            raise InfinetError("--backend cuda: no usable CUDA GPU (needs CuPy: pip install "
+                               "'infinet[cuda]', a driver and a device)")
+        import cupy
+        self.cp = cupy
+        self.plan = plan
+        self.dtype = np.dtype(dtype)
+        self.program = lower_program(plan)
+        self.source = render(self.program, "cuda")
+        self.module = module_for(self.source)
+        self.suffix = _SUFFIX[self.dtype.name]
+        dev = cupy.cuda.Device()
+        self.max_blocks = dev.attributes["MultiProcessorCount"] * 32
+        self._uploads: dict = {}
+
+    # -- helpers ---------------------------------------------------------------------------
+    def _dev(self, x):
+        """x on the device as a contiguous [N, features] array of the executor's dtype."""
+        cp = self.cp
+        if isinstance(x, cp.ndarray):
+            return cp.ascontiguousarray(x, dtype=self.dtype).reshape(len(x), -1)
+        key = (id(x), x.__array_interface__["data"][0], x.shape, str(x.dtype))
+        hit = self._uploads.get(key)
+        if hit is not None and hit[0] is x:
+            return hit[1]
+        arr = cp.asarray(np.ascontiguousarray(x, dtype=self.dtype).reshape(len(x), -1))
+        if len(self._uploads) > 4:
+            self._uploads.clear()
+        self._uploads[key] = (x, arr)
+        return arr
+
+    def _run_pass(self, pas, items: int, x1, x2, r1, r2, vt1, vt2, vrec, out_k, out_t):
+        cp = self.cp
+        null = np.uint64(0)
+        itemsize = self.dtype.itemsize
+        per_item = max(1, pas.buffer_entries() + 2 * max(
+            (st.nplanes for st in pas.stages if st.sink == "readout"), default=0))
+        chunk = max(1, min(items, DEVICE_BUDGET // (per_item * itemsize)))
+        for c0 in range(0, items, chunk):
+            n = min(chunk, items - c0)
+            rows1, rows2 = r1[c0:c0 + n], r2[c0:c0 + n]
+            ok = null if out_k is None else out_k[c0:c0 + n]
+            ot = null if out_t is None else out_t[c0:c0 + n]
+            part_k = part_t = null
+            prev_k = prev_t = null
+            for st in pas.stages:
+                bout_k = bout_t = null
+                if st.sink == "buffer":
+                    bout_k = cp.empty(n * st.state_entries(), self.dtype)
+                    if st.t_live:
+                        bout_t = cp.empty(n * st.state_entries(), self.dtype)
+                elif st.sink == "readout":
+                    part_k = cp.zeros(n * st.nplanes, self.dtype)
+                    part_t = cp.zeros(n * st.nplanes, self.dtype)
+                work = n * st.nplanes
+                grid = int(min(work, self.max_blocks))
+                gscratch = null
+                if st.scratch * itemsize > SHARED_LIMIT:
+                    gscratch = cp.empty(grid * st.scratch, self.dtype)
+                kern = self.module.get_function(f"{st.name}_{self.suffix}")
+                kern((grid,), (st.threads,),
+                     (x1, x2, rows1, rows2, vt1, vt2, prev_k, prev_t, bout_k, bout_t, part_k,
+                      part_t, vrec, ok, ot, gscratch, np.int64(n)))
+                prev_k, prev_t = bout_k, bout_t
+            tail = self.module.get_function(f"{pas.pass_}_tail_{self.suffix}")
+            tail((math.ceil(n / 128),), (128,),
+                 (x1, x2, rows1, rows2, vt1, vt2, null, null, null, null, part_k, part_t, vrec,
+                  ok, ot, null, np.int64(n)))
+
+    # -- the executor interface --------------------------------------------------------------
+    def self_variances(self, x) -> VarianceTables:
+        cp = self.cp
+        xd = self._dev(x)
+        n = len(xd)
+        packed = cp.zeros((n, max(self.program.vt_size, 1)), self.dtype)
+        if self.program.self_.active:
+            rows = cp.arange(n, dtype=cp.int64)
+            self._run_pass(self.program.self_, n, xd, xd, rows, rows, packed, packed, packed,
+                           None, None)
+        return VarianceTables.from_packed(self.program, packed)
+
+    def pairs(self, x1, x2, rows1, rows2, v1, v2):
+        cp = self.cp
+        on_device = isinstance(x1, cp.ndarray)
+        d1 = self._dev(x1)
+        d2 = d1 if x2 is x1 else self._dev(x2)
+        r1 = cp.asarray(rows1, dtype=cp.int64)
+        r2 = cp.asarray(rows2, dtype=cp.int64)
+        vt1 = pack(self.program, v1, len(d1), self.dtype, xp=cp)
+        vt2 = vt1 if v2 is v1 else pack(self.program, v2, len(d2), self.dtype, xp=cp)
+        b = len(r1)
+        out_k = cp.full(b, cp.nan, self.dtype)
+        out_t = cp.full(b, cp.nan, self.dtype)
+        if b:
+            self._run_pass(self.program.pair, b, d1, d2, r1, r2, vt1, vt2, np.uint64(0),
+                           out_k, out_t)
+        if on_device:
+            return out_k, out_t
+        return cp.asnumpy(out_k), cp.asnumpy(out_t)

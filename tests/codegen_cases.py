@@ -1,0 +1,53 @@
+"""Architectures every code-generation test runs: the NT oracle's test nets and the examples.
+
+``CASES`` maps a name to ``.net`` source: the 13 architectures of ref_kernels.npz, the 10
+of ref_more.npz, and examples/*.net with small sizes (32x32 inputs shrunk to 8x8 or
+16x16, depths cut) so the NumPy reference stays fast.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from conftest import DATA, EXAMPLES
+
+MORE = np.load(DATA / "ref_more.npz")
+
+
+def _ref_nets() -> dict[str, str]:
+    from test_neural_tangents import REF_NETS
+    return dict(REF_NETS)
+
+
+def _examples() -> dict[str, str]:
+    out = {}
+    for path in sorted(EXAMPLES.glob("*.net")):
+        text = path.read_text()
+        if path.stem == "myrtle":
+            text = text.replace("input 32x32x3", "input 16x16x3").replace("avgpool 8x8",
+                                                                          "avgpool 4x4")
+        else:
+            text = text.replace("input 32x32x3", "input 8x8x3")
+        text = text.replace("param depth = 11", "param depth = 4")
+        out[f"example_{path.stem}"] = text
+    return out
+
+
+CASES: dict[str, str] = {}
+CASES.update({f"ref_{k}": v for k, v in _ref_nets().items()})
+CASES.update({f"more_{n}": str(MORE[f"{n}__net"]) for n in MORE["names"]})
+CASES.update(_examples())
+
+
+def inputs(plan, seed: int, n1: int = 4, n2: int = 3):
+    rng = np.random.default_rng(seed)
+    shape = plan.data_shape
+    return rng.standard_normal((n1,) + shape), rng.standard_normal((n2,) + shape)
+
+
+def assert_agrees(plan, ref, got, dtype: str, symmetric: bool, what: str = ""):
+    """|got - ref| <= tol * max|ref| (1e-12 float64, 1e-5 float32), elementwise."""
+    tol = 1e-12 if dtype == "float64" else 1e-5
+    scale = np.abs(ref).max() or 1.0
+    err = np.abs(np.asarray(got) - ref) / scale
+    assert np.all(np.isfinite(got)), (what, "non-finite values")
+    assert err.max() <= tol, (what, float(err.max()))
