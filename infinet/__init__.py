@@ -6,8 +6,9 @@
 """
 from .compiler import build_plan, compile, parse_program
 from .errors import DataError, InfinetError, NetError, UsageError
+from .runtime.datasets import Dataset, load_dataset
 
 __version__ = "0.1.0"
 
-__all__ = ["DataError", "InfinetError", "NetError", "UsageError", "__version__", "build_plan",
-           "compile", "parse_program"]
+__all__ = ["DataError", "Dataset", "InfinetError", "NetError", "UsageError", "__version__",
+           "build_plan", "compile", "load_dataset", "parse_program"]

@@ -8,9 +8,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import tempfile
 
-import numpy as np
 
 from . import __version__
 from .compiler import build_plan, parse_program
@@ -125,47 +123,56 @@ def cmd_explain(args) -> int:
 
 # -- eval ----------------------------------------------------------------------------------
 
-def write_npz_atomic(path: str, **arrays) -> None:
-    """Write an .npz so that ``path`` is either absent or complete, never torn."""
-    directory = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(directory):
-        raise UsageError(f"--out {path}: directory {directory} does not exist")
-    fd, tmp = tempfile.mkstemp(prefix=".infinet-", suffix=".npz.tmp", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            np.savez(fh, **arrays)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def cmd_eval(args) -> int:
-    from .runtime.backends import check_dtype, resolve_backend
-    from .runtime.data import check_inputs, load_array
-    from .runtime.evaluate import evaluate
-    from .runtime.backends import make_executor
+    from .runtime.backends import check_backend, check_dtype, make_executor
 
     plan = load_plan(args)
     dtype = check_dtype(args.dtype)
-    resolve_backend(args.backend)
+    check_backend(args.backend)
     max_memory = parse_size(args.max_memory) if args.max_memory else None
-    out_dir = os.path.dirname(os.path.abspath(args.out))
-    if not os.path.isdir(out_dir):
-        raise UsageError(f"--out {args.out}: directory {out_dir} does not exist")
-    x1 = check_inputs(plan, load_array(args.x1, "--x1"), f"--x1 {args.x1}")
-    x2 = None if args.x2 is None else check_inputs(plan, load_array(args.x2, "--x2"),
-                                                   f"--x2 {args.x2}")
-    executor = make_executor(plan, args.backend, dtype)
-    result = evaluate(executor, x1, x2, max_memory=max_memory)
-    write_npz_atomic(args.out, nngp=result.nngp, ntk=result.ntk)
+    from . import jobs  # datasets, tiles, resumable output (issue 4)
+    jobs.output_kind(args.out)
+    tile = jobs.parse_tile(args.tile)
+    x1, d1 = jobs.load_inputs(plan, args.x1, "--x1")
+    x2, d2 = (None, None) if args.x2 is None else jobs.load_inputs(plan, args.x2, "--x2")
+    executor = make_executor(plan, args.backend, dtype, pairs=_pair_count(x1, x2))
+    describe = {"x1": d1.describe()} | ({} if d2 is None else {"x2": d2.describe()})
+    message = jobs.eval_to_output(executor, x1, x2, args.out, max_memory=max_memory, tile=tile,
+                                  quiet=args.quiet, describe=describe)
     if not args.quiet:
-        n2 = len(x1) if x2 is None else len(x2)
-        print(f"wrote {args.out}: nngp, ntk [{len(x1)}, {n2}] ({dtype.name}, {executor.name})")
+        print(message)
     return 0
+
+
+def _pair_count(x1, x2) -> int | None:
+    """How many kernel entries an eval computes (guides `--backend auto`)."""
+    try:
+        n1 = len(x1)
+        return n1 * (n1 + 1) // 2 if x2 is None else n1 * len(x2)
+    except TypeError:
+        return None
+
+
+def cmd_cuda(args) -> int:
+    """Print the generated CUDA source (self-contained: plain NVRTC or nvcc compiles it)."""
+    from .codegen import generate
+    print(generate(load_plan(args), "cpu" if args.cpu else "cuda"), end="")
+    return 0
+
+
+def cmd_classify(args) -> int:
+    from . import jobs
+    from .runtime.backends import check_dtype, make_executor
+    plan = load_plan(args)
+    dtype = check_dtype(args.dtype)
+    max_memory = parse_size(args.max_memory) if args.max_memory else None
+    executor = make_executor(plan, args.backend, dtype)
+    return jobs.run_classify(args, plan, executor, max_memory=max_memory)
+
+
+def cmd_demo(args) -> int:
+    from . import demo
+    return demo.run(args)
 
 
 # -- entry point -------------------------------------------------------------------------
@@ -188,16 +195,66 @@ def build_parser() -> argparse.ArgumentParser:
     net_command("check", "parse and analyse a network; print the plan summary", cmd_check)
     net_command("explain", "per-layer table: shape, offsets needed, work and memory per pair",
                 cmd_explain)
+    p = net_command("cuda", "print the generated CUDA source of a network", cmd_cuda)
+    p.add_argument("--cpu", action="store_true", help="print the C++ source of the CPU "
+                   "target instead (the same kernel code, compiled for the host)")
     p = net_command("eval", "evaluate the NNGP and NTK kernels of a dataset", cmd_eval)
-    p.add_argument("--x1", required=True, metavar="A.npy", help="inputs [N1, ...] (NHWC images "
-                   "or [N, D] vectors)")
-    p.add_argument("--x2", metavar="B.npy", help="second inputs [N2, ...] (default: x1)")
-    p.add_argument("--out", required=True, metavar="K.npz", help="output file with arrays nngp, ntk")
+    data_help = ("A.npy, A.npz (array x), digits[:train|:test] or cifar10:DIR:train|test, "
+                 "optionally sliced: SPEC[a:b]")
+    p.add_argument("--x1", required=True, metavar="DATA", help="inputs [N1, ...] (NHWC images "
+                   "or [N, D] vectors): " + data_help)
+    p.add_argument("--x2", metavar="DATA", help="second inputs [N2, ...] (default: x1; then only "
+                   "the upper triangle is computed)")
+    p.add_argument("--out", required=True, metavar="K.npz|DIR/", help="K.npz: one file with "
+                   "arrays nngp, ntk; DIR/: memory-mappable nngp.npy, ntk.npy and a manifest. "
+                   "Either way a killed run resumes when the same command is run again")
+    p.add_argument("--tile", metavar="N", help="tile side in inputs (default: sized from "
+                   "--max-memory and the net's cost)")
     p.add_argument("--dtype", default="float64", help="float64 (default) or float32")
-    p.add_argument("--backend", default="auto", help="auto (default) or numpy")
+    p.add_argument("--backend", default="auto", help="auto (default: cuda where a GPU is usable, "
+                   "else cpu, else numpy), numpy, cpu or cuda")
     p.add_argument("--max-memory", metavar="SIZE", help="working memory for pair batches "
                    "(default 512M)")
-    p.add_argument("--quiet", "-q", action="store_true", help="print nothing on success")
+    p.add_argument("--quiet", "-q", action="store_true", help="print nothing on success (no "
+                   "progress either)")
+
+    p = net_command("classify", "kernel regression classifier: train on one dataset, report "
+                    "accuracy on another", cmd_classify)
+    p.add_argument("--train", required=True, metavar="DATA", help="labelled training data: "
+                   "A.npz (x, y), digits:train, cifar10:DIR:train, ... (SPEC[a:b] slices)")
+    p.add_argument("--test", required=True, metavar="DATA", help="labelled test data")
+    p.add_argument("--kernel", default="ntk", choices=("ntk", "nngp"), help="ntk (default: the "
+                   "trained infinite network) or nngp (the GP posterior mean)")
+    p.add_argument("--reg", type=float, default=0.0, metavar="R", help="ridge, relative to the "
+                   "mean diagonal of the train kernel (default 0: ridgeless)")
+    p.add_argument("--json", metavar="FILE", help="also write the results as JSON")
+    p.add_argument("--kernels", metavar="DIR", help="keep the kernels in DIR/train, DIR/test "
+                   "(resumable: a killed run continues where it stopped)")
+    p.add_argument("--dtype", default="float64", help="float64 (default) or float32 for the "
+                   "kernels; the solve is always float64")
+    p.add_argument("--backend", default="auto", help="auto (default: cuda where a GPU is usable, "
+                   "else cpu, else numpy), numpy, cpu or cuda")
+    p.add_argument("--max-memory", metavar="SIZE", help="working memory for pair batches "
+                   "(default 512M)")
+    p.add_argument("--quiet", "-q", action="store_true", help="print only the accuracy line")
+
+    p = sub.add_parser("demo", help="the CNTK paper's experiment in miniature on scikit-learn's "
+                       "digits: accuracy table and plot", description="Exact CNTK-V and CNTK-GAP "
+                       "kernels at several depths on scikit-learn's 8x8 digits, kernel regression "
+                       "with the NTK and the NNGP, an accuracy table beside the paper's CIFAR-10 "
+                       "table, and a PNG plot of accuracy against depth.")
+    p.add_argument("--plot", default="infinet-demo.png", metavar="PNG", help="where to write the "
+                   "plot (default: infinet-demo.png)")
+    p.add_argument("--large", action="store_true", help="all 1,000 training and 797 test digits "
+                   "for every net and more depths (for GPUs or fast CPU backends)")
+    p.add_argument("--backend", default="auto", help="auto (default: cuda where a GPU is usable, "
+                   "else cpu, else numpy), numpy, cpu or cuda")
+    p.add_argument("--depths", metavar="LIST", help="comma-separated depths (default 3,4,6; "
+                   "--large: 3,4,6,11,21)")
+    p.add_argument("--tiny", action="store_true", help=argparse.SUPPRESS)  # for the tests
+    p.add_argument("--json", metavar="FILE", help="also write the results as JSON")
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress lines")
+    p.set_defaults(func=cmd_demo)
     return parser
 
 

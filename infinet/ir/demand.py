@@ -18,8 +18,8 @@ from __future__ import annotations
 
 from typing import Optional
 
-from .layers import (Activation, AvgPool, Conv, Dense, Flatten, GlobalAvgPool, Input, Layer,
-                     Shape, conv_geometry)
+from .layers import (Activation, AvgPool, Conv, Dense, Flatten, GlobalAvgPool, Layer, Shape,
+                     conv_geometry)
 
 AxisOffsets = tuple[int, ...]
 Demand = Optional[tuple[AxisOffsets, ...]]

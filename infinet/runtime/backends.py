@@ -48,13 +48,17 @@ def _notice(text: str) -> None:
         print(f"infinet: {text}", file=sys.stderr)
 
 
+def check_backend(name: str) -> str:
+    if name not in BACKENDS:
+        raise UsageError(f"unknown backend '{name}' (choose {', '.join(BACKENDS)})")
+    return name
+
+
 def resolve_backend(name: str, plan: Plan | None = None, pairs: int | None = None) -> str:
     """The backend that runs: ``auto`` → cuda where a GPU is usable, else cpu where a
     compiler works, else numpy (with a one-line notice).  Given the plan and the number
     of pairs, ``auto`` keeps jobs too small to repay compiling on numpy."""
-    if name not in BACKENDS:
-        raise UsageError(f"unknown backend '{name}' (choose {', '.join(BACKENDS)})")
-    if name != "auto":
+    if check_backend(name) != "auto":
         return name
     if plan is not None and pairs is not None and \
             plan.pair_total.flops * pairs < AUTO_MIN_FLOPS:

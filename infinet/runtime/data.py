@@ -52,7 +52,13 @@ def _short(err: Exception) -> str:
 
 
 def check_inputs(plan: Plan, x, what: str = "x") -> np.ndarray:
-    """``x`` as a float64 array [N, *plan.data_shape], or a :class:`DataError`."""
+    """``x`` as a float64 array [N, *plan.data_shape], or a :class:`DataError`.
+
+    ``x`` may also be a dataset spec ("digits:test", "a.npz", ...) or a Dataset.
+    """
+    if isinstance(x, (str, os.PathLike)) or hasattr(x, "preprocessing"):
+        from .datasets import load_dataset
+        x = load_dataset(x, what).x
     try:
         arr = np.asarray(x)
     except Exception as err:  # noqa: BLE001 - anything numpy cannot turn into an array

@@ -58,7 +58,19 @@ def pair_indices(start: int, stop: int, n1: int, n2: int, symmetric: bool):
 def evaluate(executor, x1: np.ndarray, x2: np.ndarray | None, *,
              max_memory: int | None = None,
              progress: Callable[[int, int], None] | None = None) -> KernelResult:
-    """K(x1, x2) (or K(x1, x1), exactly symmetric, when x2 is None) as float64 arrays."""
+    """K(x1, x2) (or K(x1, x1), exactly symmetric, when x2 is None) as float64 arrays.
+
+    Evaluated tile by tile (runtime/tiling.py), exactly as ``infinet eval`` does, so the
+    Python API and the command line give bit-identical results.
+    """
+    from .tiling import evaluate_tiled
+    return evaluate_tiled(executor, x1, x2, max_memory=max_memory, progress=progress)
+
+
+def evaluate_untiled(executor, x1: np.ndarray, x2: np.ndarray | None, *,
+                     max_memory: int | None = None,
+                     progress: Callable[[int, int], None] | None = None) -> KernelResult:
+    """The plain pair loop (row-major batches of ``pair_batch_size`` pairs)."""
     dt = executor.dtype
     symmetric = x2 is None
     x1 = np.ascontiguousarray(x1, dtype=dt)
