@@ -60,7 +60,8 @@ def test_cuda_writes_every_output_and_takes_cupy(name):
     np.testing.assert_allclose(cp.asnumpy(ntk), want[1], rtol=1e-12, atol=1e-14)
     # and through the public API with CuPy inputs
     out = k(d1, d2, backend="cuda")
-    np.testing.assert_allclose(out.ntk, want[1].reshape(6, 5), rtol=1e-12)
+    assert isinstance(out.ntk, cp.ndarray) and isinstance(out.nngp, cp.ndarray)
+    np.testing.assert_allclose(cp.asnumpy(out.ntk), want[1].reshape(6, 5), rtol=1e-12)
 
 
 def test_auto_prefers_cuda():

@@ -14,7 +14,7 @@ class CompiledKernel:
     """A network compiled to its NNGP/NTK kernel function.
 
     ``k(x1, x2=None)`` → :class:`KernelResult` with ``.nngp`` and ``.ntk`` of shape
-    [N1, N2] (float64 arrays; computed in ``dtype``).  ``x2=None`` means x2 = x1, and
+    [N1, N2] (float64 arrays, CuPy arrays when x1 is one; computed in ``dtype``).  ``x2=None`` means x2 = x1, and
     then the result is exactly symmetric.  Every stage of the compilation is kept:
     ``k.program`` (the AST) and ``k.plan`` (the analysed IR).
     """
@@ -59,15 +59,20 @@ class CompiledKernel:
         b = None if x2 is None else check_inputs(self.plan, _host(x2), "x2")
         pairs = len(a) * (len(a) + 1) // 2 if b is None else len(a) * len(b)
         executor = self.executor(backend, dtype, pairs)
-        return evaluate(executor, a, b, max_memory=max_memory, progress=progress)
+        result = evaluate(executor, a, b, max_memory=max_memory, progress=progress)
+        if _is_cupy(x1):          # CuPy in, CuPy out
+            import cupy
+            result = KernelResult(cupy.asarray(result.nngp), cupy.asarray(result.ntk))
+        return result
 
     def __repr__(self) -> str:
         return f"<infinet kernel {self.plan.name}: {len(self.plan.layers) - 1} layers>"
 
 
+def _is_cupy(x) -> bool:
+    return type(x).__module__.startswith("cupy")
+
+
 def _host(x):
     """NumPy view of an input: CuPy arrays are copied to the host (``.get()``)."""
-    get = getattr(x, "get", None)
-    if get is not None and type(x).__module__.startswith("cupy"):
-        return get()
-    return x
+    return x.get() if _is_cupy(x) else x
