@@ -1,54 +1,13 @@
-"""Reading and checking input arrays against a plan's `input` line."""
+"""Checking input arrays against a plan's `input` line (files and specs: datasets.py)."""
 from __future__ import annotations
 
 import os
-import zipfile
 
 import numpy as np
 
 from ..errors import DataError
 from ..ir.plan import Plan
-
-
-def load_array(path: str, what: str = "data") -> np.ndarray:
-    """A `.npy` file, or an `.npz` holding `x` (or a single array)."""
-    if not os.path.exists(path):
-        raise DataError(f"{what} {path}: no such file")
-    if os.path.isdir(path):
-        raise DataError(f"{what} {path}: is a directory, not an array file")
-    try:
-        with open(path, "rb") as fh:
-            magic = fh.read(6)
-    except OSError as err:
-        raise DataError(f"{what} {path}: cannot read ({err.strerror or err})") from None
-    if magic != b"\x93NUMPY" and not magic.startswith(b"PK"):
-        raise DataError(f"{what} {path}: not a .npy or .npz file")
-    try:
-        loaded = np.load(path, allow_pickle=False)
-    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as err:
-        raise DataError(f"{what} {path}: not a readable .npy/.npz array file ({_short(err)})") \
-            from None
-    if isinstance(loaded, np.lib.npyio.NpzFile):
-        with loaded:
-            keys = list(loaded.keys())
-            if "x" in keys:
-                key = "x"
-            elif len(keys) == 1:
-                key = keys[0]
-            else:
-                raise DataError(f"{what} {path}: an .npz needs an array named 'x' "
-                                f"(found: {', '.join(keys) or 'nothing'})")
-            try:
-                return loaded[key]
-            except (ValueError, OSError, zipfile.BadZipFile) as err:
-                raise DataError(f"{what} {path}: cannot read array '{key}' ({_short(err)})") \
-                    from None
-    return loaded
-
-
-def _short(err: Exception) -> str:
-    text = str(err).strip().splitlines()
-    return text[0] if text else type(err).__name__
+from .datasets import first_line
 
 
 def check_inputs(plan: Plan, x, what: str = "x") -> np.ndarray:
@@ -62,7 +21,7 @@ def check_inputs(plan: Plan, x, what: str = "x") -> np.ndarray:
     try:
         arr = np.asarray(x)
     except Exception as err:  # noqa: BLE001 - anything numpy cannot turn into an array
-        raise DataError(f"{what}: cannot be read as an array ({_short(err)})") from None
+        raise DataError(f"{what}: cannot be read as an array ({first_line(err)})") from None
     if arr.dtype.kind not in "biuf":
         raise DataError(f"{what}: expected numbers, got an array of {arr.dtype} values")
     expected = plan.data_shape

@@ -60,7 +60,7 @@ class Dataset:
         return text
 
 
-def _short(err: BaseException) -> str:
+def first_line(err: BaseException) -> str:
     text = str(err).strip().splitlines()
     return text[0] if text else type(err).__name__
 
@@ -78,7 +78,7 @@ def load_dataset(spec, what: str = "data") -> Dataset:
         try:
             arr = np.asarray(spec)
         except Exception as err:  # noqa: BLE001
-            raise DataError(f"{what}: cannot be read as an array ({_short(err)})") from None
+            raise DataError(f"{what}: cannot be read as an array ({first_line(err)})") from None
         return Dataset(arr, None, "array")
     if not spec.strip():
         raise DataError(f"{what}: empty dataset spec")
@@ -123,7 +123,7 @@ def load_file(path: str, what: str = "data") -> Dataset:
     try:
         loaded = np.load(path, allow_pickle=False)
     except (ValueError, OSError, EOFError, zipfile.BadZipFile) as err:
-        raise DataError(f"{what} {path}: not a readable .npy/.npz array file ({_short(err)})") \
+        raise DataError(f"{what} {path}: not a readable .npy/.npz array file ({first_line(err)})") \
             from None
     if not isinstance(loaded, np.lib.npyio.NpzFile):
         return Dataset(loaded, None, path)
@@ -147,7 +147,7 @@ def _npz_member(archive, key, path, what):
     try:
         return archive[key]
     except (ValueError, OSError, EOFError, zipfile.BadZipFile, KeyError) as err:
-        raise DataError(f"{what} {path}: cannot read array '{key}' ({_short(err)})") from None
+        raise DataError(f"{what} {path}: cannot read array '{key}' ({first_line(err)})") from None
 
 
 def _check_labels(y, n: int, what: str) -> np.ndarray:
@@ -264,7 +264,7 @@ def _read_cifar_batch(path: str, what: str, spec: str) -> tuple[np.ndarray, np.n
         raise DataError(f"{what} {spec}: cannot read {name} ({err.strerror or err})") from None
     except Exception as err:  # noqa: BLE001 - any unpickling failure means a corrupt file
         raise DataError(f"{what} {spec}: {name} is not a CIFAR-10 python batch (cannot unpickle: "
-                        f"{_short(err)})") from None
+                        f"{first_line(err)})") from None
     if not isinstance(batch, dict):
         raise DataError(f"{what} {spec}: {name} is not a CIFAR-10 python batch (expected a dict, "
                         f"got {type(batch).__name__})")
