@@ -234,13 +234,14 @@ def mkstemp_public(directory: str, suffix: str) -> tuple[int, str]:
     return fd, tmp
 
 
-def write_atomic(path: str, data: bytes) -> None:
-    """Replace ``path`` with ``data``: a reader sees the old file or the new one, never a mix."""
+def _replace_atomic(path: str, suffix: str, write) -> None:
+    """Write a temporary file next to ``path`` with ``write(fh)``, fsync it and rename it
+    over ``path``: a reader sees the old file or the new one, never a mix."""
     directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = mkstemp_public(directory, ".tmp")
+    fd, tmp = mkstemp_public(directory, suffix)
     try:
         with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
+            write(fh)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
@@ -249,23 +250,16 @@ def write_atomic(path: str, data: bytes) -> None:
             os.unlink(tmp)
         raise
     _fsync_dir(directory)
+
+
+def write_atomic(path: str, data: bytes) -> None:
+    """Replace ``path`` with ``data`` atomically."""
+    _replace_atomic(path, ".tmp", lambda fh: fh.write(data))
 
 
 def write_npz_atomic(path: str, **arrays) -> None:
     """An ``.npz`` at ``path`` that is either absent (or the old file) or complete."""
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = mkstemp_public(directory, ".npz.tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            np.savez(fh, **arrays)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    _fsync_dir(directory)
+    _replace_atomic(path, ".npz.tmp", lambda fh: np.savez(fh, **arrays))
 
 
 def _create_array(path: str, n1: int, n2: int) -> None:
