@@ -186,6 +186,24 @@ class KernelProgram:
     def vt_size(self) -> int:
         return sum(size for _, size in self.vtable.values())
 
+    @property
+    def self_diagonal_only(self) -> bool:
+        """Whether the self pass evaluates plane (0, 0) only.  There every activation has
+        s = 0 exactly, so atan2 returns 0 or π whichever implementation (scalar libm or a
+        vector libmvec lane) computes it, and the pair pass reproduces the self pass bit
+        for bit on x = x′ however either pass is vectorised."""
+        return not self.self_.active or all(st.nplanes == 1 for st in self.self_.stages)
+
+    @property
+    def pad_entries(self) -> int:
+        """Entries of slack after every array the CPU target's vector blocks read: a block
+        may read up to one vector (64 bytes or less: <= 16 entries) past a row's end,
+        times the input channels or a window's stride, and discards what it read."""
+        stride = max((g.stride for pas in (self.pair, self.self_) for st in pas.stages
+                      for op in st.ops for g in (getattr(op, "axes", None) or ())),
+                     default=1)
+        return 16 * (self.channels + stride + 3)
+
 
 # -- lowering -----------------------------------------------------------------------------
 

@@ -28,10 +28,17 @@ class Target:
     #: walk a plane's valid entries as one flat range (GPU: no idle lanes on narrow
     #: planes) rather than rows x contiguous runs (CPU: SIMD along each row)
     flat_team: bool
+    #: (not flat_team) walk each row of a uniform stage in whole vectors of INF_VW lanes,
+    #: masking the loads and stores past its end, so that no row ends in a scalar loop
+    #: (a scalar remainder calls the scalar libm atan2: most of the time on narrow planes).
+    #: Only where the self pass is plane (0, 0) alone (KernelProgram.self_diagonal_only):
+    #: elsewhere an entry's atan2 must come from the same implementation in both passes.
+    vector_blocks: bool = False
 
 
 CUDA = Target("cuda", "CUDA", "cuda", "cuda.cu.j2", flat_team=True)
-CPU = Target("cpu", "C++ (CPU)", "cuda --cpu", "cpu.cpp.j2", flat_team=False)
+CPU = Target("cpu", "C++ (CPU)", "cuda --cpu", "cpu.cpp.j2", flat_team=False,
+             vector_blocks=True)
 TARGETS = {"cuda": CUDA, "cpu": CPU}
 DTYPES = (("float", "f32"), ("double", "f64"))
 

@@ -51,13 +51,25 @@ class CpuExecutor:
         if status != 0:
             raise MemoryError("the CPU kernel could not allocate its working memory")
 
+    def _padded(self, shape, fill=None):
+        """A zeroed C array of ``shape`` followed by program.pad_entries of slack: the
+        kernels' vector blocks may read (and discard) a few entries past a row's end."""
+        size = int(np.prod(shape))
+        buf = np.zeros(size + self.program.pad_entries, self.dtype)
+        out = buf[:size].reshape(shape)
+        if fill is not None:
+            out[...] = fill
+        return out
+
     def _x(self, x):
-        return np.ascontiguousarray(x, dtype=self.dtype).reshape(len(x), -1)
+        x = np.asarray(x)
+        return self._padded((len(x), int(np.prod(x.shape[1:], dtype=np.int64))),
+                            x.reshape(len(x), -1))
 
     def self_variances(self, x) -> VarianceTables:
         x = self._x(x)
         n = len(x)
-        packed = np.zeros((n, max(self.program.vt_size, 1)), self.dtype)
+        packed = self._padded((n, max(self.program.vt_size, 1)))
         if self._self is not None:
             rows = np.arange(n, dtype=np.int64)
             self._call(self._self, n, x, x, rows, rows, packed, packed, packed, None, None)
@@ -70,8 +82,10 @@ class CpuExecutor:
         r2 = np.ascontiguousarray(rows2, dtype=np.int64)
         if len(r1) != len(r2):
             raise InfinetError("rows1 and rows2 differ in length")
-        vt1 = pack(self.program, v1, len(x1), self.dtype)
-        vt2 = vt1 if v2 is v1 else pack(self.program, v2, len(x2), self.dtype)
+        vt1 = self._padded((len(x1), max(self.program.vt_size, 1)),
+                           pack(self.program, v1, len(x1), self.dtype))
+        vt2 = vt1 if v2 is v1 else self._padded(
+            (len(x2), max(self.program.vt_size, 1)), pack(self.program, v2, len(x2), self.dtype))
         out_k = np.empty(len(r1), self.dtype)
         out_t = np.empty(len(r1), self.dtype)
         if len(r1):
