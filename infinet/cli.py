@@ -177,6 +177,16 @@ def cmd_demo(args) -> int:
 
 # -- entry point -------------------------------------------------------------------------
 
+def add_backend_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--backend", default="auto", help="auto (default: cuda where a GPU is usable, "
+                   "else cpu, else numpy), numpy, cpu or cuda")
+
+
+def add_memory_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--max-memory", metavar="SIZE", help="working memory for pair batches "
+                   "(default 512M)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="infinet", description="Compile infinitely wide networks (.net files) "
                      "to exact NNGP and NTK kernels.")
@@ -211,10 +221,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tile", metavar="N", help="tile side in inputs (default: sized from "
                    "--max-memory and the net's cost)")
     p.add_argument("--dtype", default="float64", help="float64 (default) or float32")
-    p.add_argument("--backend", default="auto", help="auto (default: cuda where a GPU is usable, "
-                   "else cpu, else numpy), numpy, cpu or cuda")
-    p.add_argument("--max-memory", metavar="SIZE", help="working memory for pair batches "
-                   "(default 512M)")
+    add_backend_option(p)
+    add_memory_option(p)
     p.add_argument("--quiet", "-q", action="store_true", help="print nothing on success (no "
                    "progress either)")
 
@@ -232,10 +240,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "(resumable: a killed run continues where it stopped)")
     p.add_argument("--dtype", default="float64", help="float64 (default) or float32 for the "
                    "kernels; the solve is always float64")
-    p.add_argument("--backend", default="auto", help="auto (default: cuda where a GPU is usable, "
-                   "else cpu, else numpy), numpy, cpu or cuda")
-    p.add_argument("--max-memory", metavar="SIZE", help="working memory for pair batches "
-                   "(default 512M)")
+    add_backend_option(p)
+    add_memory_option(p)
     p.add_argument("--quiet", "-q", action="store_true", help="print only the accuracy line")
 
     p = sub.add_parser("demo", help="the CNTK paper's experiment in miniature on scikit-learn's "
@@ -247,8 +253,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "plot (default: infinet-demo.png)")
     p.add_argument("--large", action="store_true", help="all 1,000 training and 797 test digits "
                    "for every net and more depths (for GPUs or fast CPU backends)")
-    p.add_argument("--backend", default="auto", help="auto (default: cuda where a GPU is usable, "
-                   "else cpu, else numpy), numpy, cpu or cuda")
+    add_backend_option(p)
     p.add_argument("--depths", metavar="LIST", help="comma-separated depths (default 3,4,6; "
                    "--large: 3,4,6,11,21)")
     p.add_argument("--tiny", action="store_true", help=argparse.SUPPRESS)  # for the tests

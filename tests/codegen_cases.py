@@ -51,3 +51,24 @@ def assert_agrees(plan, ref, got, dtype: str, symmetric: bool, what: str = ""):
     err = np.abs(np.asarray(got) - ref) / scale
     assert np.all(np.isfinite(got)), (what, "non-finite values")
     assert err.max() <= tol, (what, float(err.max()))
+
+
+def check_random_architecture(source: str, data_shape, seed: int, make_executor) -> None:
+    """A hypothesis-drawn net: ``make_executor(plan, dtype)`` agrees with the reference on
+    x1 × x2 and x1 × x1, in float64 and float32 (the property test of every target)."""
+    import infinet
+    from infinet.runtime.evaluate import evaluate
+    from infinet.runtime.reference import ReferenceExecutor
+
+    k = infinet.compile(source)
+    rng = np.random.default_rng(seed)
+    x1 = rng.standard_normal((3,) + tuple(data_shape))
+    x2 = rng.standard_normal((2,) + tuple(data_shape))
+    for dtype in ("float64", "float32"):
+        ref = ReferenceExecutor(k.plan, dtype)
+        other = make_executor(k.plan, dtype)
+        for a, b in ((x1, x2), (x1, None)):
+            want, got = evaluate(ref, a, b), evaluate(other, a, b)
+            for kind in ("nngp", "ntk"):
+                assert_agrees(k.plan, getattr(want, kind), getattr(got, kind), dtype,
+                              symmetric=b is None, what=(source, dtype, kind))

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import infinet
-from codegen_cases import CASES, assert_agrees, inputs
+from codegen_cases import CASES, assert_agrees, check_random_architecture, inputs
 from infinet.runtime.evaluate import evaluate
 from infinet.runtime.reference import ReferenceExecutor
 
@@ -80,16 +80,6 @@ def test_random_architectures_cuda_matches_reference():
     @given(net=networks(), seed=st.integers(0, 2 ** 16))
     def check(net, seed):
         source, data_shape = net
-        k = infinet.compile(source)
-        rng = np.random.default_rng(seed)
-        x1 = rng.standard_normal((3,) + data_shape)
-        x2 = rng.standard_normal((2,) + data_shape)
-        for dtype in ("float64", "float32"):
-            ref = ReferenceExecutor(k.plan, dtype)
-            gpu = cuda_executor(k.plan, dtype)
-            for a, b in ((x1, x2), (x1, None)):
-                want, got = evaluate(ref, a, b), evaluate(gpu, a, b)
-                for kind in ("nngp", "ntk"):
-                    assert_agrees(k.plan, getattr(want, kind), getattr(got, kind), dtype,
-                                  symmetric=b is None, what=(source, dtype, kind))
+        check_random_architecture(source, data_shape, seed, cuda_executor)
+
     check()
