@@ -52,11 +52,11 @@ def kernels(plan, x1: np.ndarray, x2: np.ndarray) -> tuple[float, float]:
     return K12, T12
 
 
-def _run(plan, x1, x2, var1, var2):
-    """Full-matrix recursion.  var1/var2: self covariances (full matrices) per layer."""
-    if var1 is None:
-        var1 = _self(plan, x1)
-        var2 = _self(plan, x2)
+def _recursion(plan, x1, x2, var1=None, var2=None):
+    """Full-matrix recursion over every layer: the list of Σ after each layer, and the
+    final (Σ, Θ).  var1/var2: self covariances per layer (from ``_self``); for the self
+    pass itself (x1 = x2, none given) each activation takes v from the current Σ."""
+    states = []
     K = T = None
     spatial = None
     for lp in plan.layers:
@@ -70,28 +70,23 @@ def _run(plan, x1, x2, var1, var2):
                 spatial = (H, W)
             T = np.zeros_like(K)
         else:
-            K, T, spatial = _layer(layer, lp, K, T, spatial, var1[lp.index - 1], var2[lp.index - 1])
+            S1 = K if var1 is None else var1[lp.index - 1]
+            S2 = K if var2 is None else var2[lp.index - 1]
+            K, T, spatial = _layer(layer, lp, K, T, spatial, S1, S2)
+        states.append(K)
+    return states, K, T
+
+
+def _run(plan, x1, x2, var1, var2):
+    if var1 is None:
+        var1, var2 = _self(plan, x1), _self(plan, x2)
+    _, K, T = _recursion(plan, x1, x2, var1, var2)
     return float(K), float(T)
 
 
 def _self(plan, x):
     """Self covariances Σ(x, x) (full matrices) after every layer."""
-    out = []
-    K = None
-    spatial = None
-    for lp in plan.layers:
-        layer = lp.layer
-        if isinstance(layer, Input):
-            if lp.shape.is_flat:
-                K = np.array(x @ x / len(x))
-            else:
-                H, W, C = x.shape
-                K = x.reshape(H * W, C) @ x.reshape(H * W, C).T / C
-                spatial = (H, W)
-        else:
-            K, _, spatial = _layer(layer, lp, K, np.zeros_like(K), spatial, out[-1], out[-1])
-        out.append(K)
-    return out
+    return _recursion(plan, x, x)[0]
 
 
 def _diag(S):

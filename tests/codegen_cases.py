@@ -72,3 +72,14 @@ def check_random_architecture(source: str, data_shape, seed: int, make_executor)
             for kind in ("nngp", "ntk"):
                 assert_agrees(k.plan, getattr(want, kind), getattr(got, kind), dtype,
                               symmetric=b is None, what=(source, dtype, kind))
+
+
+_EXECUTORS: dict = {}
+
+
+def cached_executor(cls, plan, dtype):
+    """One compiled executor per (target, net, params, dtype) for the whole test session."""
+    key = (cls.__name__, plan.source, tuple(sorted(plan.params.items())), dtype)
+    if key not in _EXECUTORS:
+        _EXECUTORS[key] = cls(plan, dtype)
+    return _EXECUTORS[key]

@@ -5,22 +5,16 @@ import numpy as np
 import pytest
 
 import infinet
-from codegen_cases import CASES, assert_agrees, inputs
+from codegen_cases import CASES, assert_agrees, cached_executor, inputs
 from infinet.codegen import cpujit
 from infinet.runtime.evaluate import evaluate
 from infinet.runtime.reference import ReferenceExecutor
 
 pytestmark = pytest.mark.skipif(not cpujit.compiler_works(), reason="no working C++ compiler")
 
-_EXECUTORS: dict = {}
-
-
 def cpu_executor(plan, dtype):
     from infinet.runtime.cpu import CpuExecutor
-    key = (plan.source, tuple(sorted(plan.params.items())), dtype)
-    if key not in _EXECUTORS:
-        _EXECUTORS[key] = CpuExecutor(plan, dtype)
-    return _EXECUTORS[key]
+    return cached_executor(CpuExecutor, plan, dtype)
 
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])

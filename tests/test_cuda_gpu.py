@@ -9,21 +9,15 @@ import numpy as np
 import pytest
 
 import infinet
-from codegen_cases import CASES, assert_agrees, check_random_architecture, inputs
+from codegen_cases import CASES, assert_agrees, cached_executor, check_random_architecture, inputs
 from infinet.runtime.evaluate import evaluate
 from infinet.runtime.reference import ReferenceExecutor
 
 pytestmark = pytest.mark.gpu
 
-_EXECUTORS: dict = {}
-
-
 def cuda_executor(plan, dtype):
     from infinet.runtime.cuda import CudaExecutor
-    key = (plan.source, dtype)
-    if key not in _EXECUTORS:
-        _EXECUTORS[key] = CudaExecutor(plan, dtype)
-    return _EXECUTORS[key]
+    return cached_executor(CudaExecutor, plan, dtype)
 
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
