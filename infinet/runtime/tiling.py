@@ -264,21 +264,12 @@ def write_npz_atomic(path: str, **arrays) -> None:
 
 def _create_array(path: str, n1: int, n2: int) -> None:
     """A zero-filled (sparse) .npy [n1, n2] float64, created atomically."""
-    directory = os.path.dirname(path)
-    fd, tmp = mkstemp_public(directory, ".npy.tmp")
-    os.close(fd)
-    try:
-        mm = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float64, shape=(n1, n2))
-        mm.flush()
-        del mm
-        with open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    _fsync_dir(directory)
+    def write(fh):
+        np.lib.format.write_array_header_1_0(
+            fh, {"descr": np.lib.format.dtype_to_descr(np.dtype(np.float64)),
+                 "fortran_order": False, "shape": (n1, n2)})
+        fh.truncate(fh.tell() + n1 * n2 * 8)      # a hole of zeros: no data written
+    _replace_atomic(path, ".npy.tmp", write)
 
 
 def _diff(old: dict, new: dict, prefix: str = "") -> list[str]:
