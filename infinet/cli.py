@@ -61,20 +61,20 @@ def load_plan(args) -> Plan:
 
 def summary(plan: Plan) -> str:
     counts = plan.counts()
-    lines = [f"{plan.filename}: ok: net {plan.name}, {len(plan.layers) - 1} layers"]
+    lines = [f"{plan.filename}: ok: net {plan.name}, {len(plan.nodes) - 1} layers"]
     if plan.params:
         lines.append("  params     " + ", ".join(f"{k} = {v:g}" for k, v in plan.params.items()))
     shape = plan.input_shape
     what = "vectors" if shape.is_flat else "images (NHWC)"
     lines.append(f"  input      {'x'.join(map(str, plan.data_shape))} {what}")
     lines.append("  layers     " + (", ".join(f"{n} {k}" for k, n in counts.items()) or "none"))
-    readout = next((lp for lp in plan.layers if lp.layer.kind in ("gap", "flatten")), None)
+    readout = next((n for n in plan.nodes if n.layer.family == "readout"), None)
     if readout is not None:
-        prev = plan.layers[readout.index - 1]
-        lines.append(f"  readout    {readout.layer.kind} at line {readout.layer.pos.line}: needs "
-                     f"offsets {demand_analysis.describe(prev.shape, prev.pair_demand)}")
+        prev = plan.nodes[readout.inputs[0]]
+        lines.append(f"  readout    {readout.layer.keyword} at line {readout.layer.pos.line}: "
+                     f"needs offsets {demand_analysis.describe(prev.shape, prev.pair_demand)}")
     pt, st = plan.pair_total, plan.self_total
-    peak = max(lp.pair_cost.bytes for lp in plan.layers)
+    peak = max(n.pair_cost.bytes for n in plan.nodes)
     lines.append(f"  per pair   {human_count(pt.flops)} flops, {human_count(pt.transcendentals)} "
                  f"transcendentals; largest state {human_count(plan.peak_entries)} entries "
                  f"({human_bytes(peak)} at float64)")
@@ -84,15 +84,16 @@ def summary(plan: Plan) -> str:
 
 
 def explain(plan: Plan) -> str:
-    header = ("#", "line", "layer", "output", "offsets needed", "entries/pair", "flops/pair",
-              "bytes/pair", "self offsets")
+    header = ("#", "line", "layer", "output", "offsets needed", "entries/pair",
+              "flops/pair", "bytes/pair", "self offsets", "reads")
     rows = []
-    for lp in plan.layers:
-        rows.append((str(lp.index), str(lp.layer.pos.line), lp.layer.describe(), str(lp.shape),
-                     demand_analysis.describe(lp.shape, lp.pair_demand),
-                     f"{lp.pair_cost.entries:,}", human_count(lp.pair_cost.flops),
-                     human_bytes(lp.pair_cost.bytes),
-                     demand_analysis.describe(lp.shape, lp.self_demand)))
+    for n in plan.nodes:
+        reads = ",".join(map(str, n.inputs)) if n.inputs != (n.index - 1,) else ""
+        rows.append((str(n.index), str(n.layer.pos.line), n.layer.describe(),
+                     str(n.shape), demand_analysis.describe(n.shape, n.pair_demand),
+                     f"{n.pair_cost.entries:,}", human_count(n.pair_cost.flops),
+                     human_bytes(n.pair_cost.bytes),
+                     demand_analysis.describe(n.shape, n.self_demand), reads))
     widths = [max(len(r[i]) for r in rows + [header]) for i in range(len(header))]
     right = {0, 1, 5, 6, 7}
     fmt = lambda r: "  ".join(c.rjust(w) if i in right else c.ljust(w)  # noqa: E731
@@ -106,8 +107,9 @@ def explain(plan: Plan) -> str:
                f"{human_count(plan.peak_entries)} entries")
     out.append(f"per input: {human_count(st.flops)} flops, {human_count(st.transcendentals)} "
                f"transcendentals (self pass); {plan.self_variance_entries()} variances kept")
-    out.append("offsets: p' - p per spatial axis (h x w) of the covariance entries a layer's "
-               "output must provide; '-' = not needed")
+    out.append("offsets: p' - p per spatial axis of the covariance entries a layer's "
+               "output must provide; '-' = not needed; reads: the states a layer reads where "
+               "not the one before")
     return "\n".join(out)
 
 

@@ -1,7 +1,12 @@
-"""The pipeline, read top to bottom: source → AST → IR → shapes → demand → plan.
+"""The pipeline, read top to bottom::
 
-``compile()`` returns a :class:`~infinet.runtime.kernel.CompiledKernel` that keeps
-every stage (``k.program``, ``k.plan``) and evaluates kernels with a chosen backend.
+    source ─parse─▶ AST ─lower─▶ graph ─analyse─▶ plan ─lower_program─▶ kernel program
+           ─render─▶ C++ / CUDA source ─(JIT, on first use)─▶ binary
+
+``compile()`` returns a :class:`~infinet.runtime.kernel.CompiledKernel` that keeps every
+stage: ``k.program`` (the AST), ``k.plan`` (the analysed graph), ``k.kernel_program``
+(the code generator's stages), ``k.cpu_source`` and ``k.cuda_source``; the executors
+of every backend receive these rather than lowering and rendering on their own.
 """
 from __future__ import annotations
 
@@ -43,23 +48,25 @@ def read_source(path_or_source: str | os.PathLike) -> tuple[str, str]:
 
 
 def parse_program(path_or_source) -> ast.Program:
+    """Stage 1, parse: source text → AST."""
     filename, text = read_source(path_or_source)
     return parse(text, filename)
 
 
 def build_plan(program: ast.Program, params: Mapping[str, object] | None = None) -> Plan:
-    """Lower a parsed program with param overrides and analyse it."""
+    """Stages 2-3, lower and analyse: AST (with param overrides) → graph → plan."""
     lowered = lower(program, params)
     return analyse(lowered.name, program.filename, program.source, lowered.params,
-                   lowered.layers)
+                   lowered.nodes)
 
 
-def compile(path_or_source, **params):  # noqa: A001 - the public name from SPEC §4
+def compile(path_or_source, **params):  # noqa: A001 - the public name of the API
     """Compile a ``.net`` file (path) or source text into a kernel function.
 
     ``params`` override the file's ``param`` values.  The result ``k`` is called as
     ``k(x1, x2=None, dtype="float64", backend="auto")`` and returns an object with
-    ``.nngp`` and ``.ntk`` arrays of shape [N1, N2].
+    ``.nngp`` and ``.ntk`` arrays of shape [N1, N2].  The code generator's stages
+    (``k.kernel_program``, ``k.cpu_source``, ``k.cuda_source``) are made on first use.
     """
     from .runtime.kernel import CompiledKernel
 

@@ -10,6 +10,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 
+#: the most characters of a source line an error shows
+MAX_SHOWN = 120
+
+
 @dataclass(frozen=True)
 class SourcePos:
     """A place in a ``.net`` source: 1-based line and column."""
@@ -37,8 +41,13 @@ class InfinetError(Exception):
         text = f"{self.pos}: error: {self.message}"
         if self.pos.source_line:
             line = self.pos.source_line.rstrip("\n").expandtabs(1)
-            caret = " " * (max(self.pos.column, 1) - 1) + "^"
-            text += f"\n    {line}\n    {caret}"
+            col = max(self.pos.column, 1) - 1
+            if len(line) > MAX_SHOWN:         # a window of the line around the caret
+                start = max(0, min(col - MAX_SHOWN // 2, len(line) - MAX_SHOWN))
+                line = ("..." if start else "") + line[start:start + MAX_SHOWN] + \
+                    ("..." if start + MAX_SHOWN < len(line) else "")
+                col = col - start + (3 if start else 0)
+            text += f"\n    {line}\n    {' ' * col}^"
         return text
 
 
@@ -52,3 +61,15 @@ class DataError(InfinetError, ValueError):
 
 class UsageError(InfinetError, ValueError):
     """A bad option value given on the command line or to the Python API."""
+
+
+class NumericalError(InfinetError, ArithmeticError):
+    """A kernel that cannot be represented in the chosen dtype (overflow to inf/NaN)."""
+
+
+class InfinetWarning(UserWarning):
+    """A warning the CLI prints as one ``warning: …`` line."""
+
+
+class PrecisionWarning(InfinetWarning):
+    """Results computed, but less accurate than the dtype promises (float32 underflow)."""

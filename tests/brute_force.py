@@ -1,21 +1,24 @@
-"""An independent, deliberately naive implementation of SPEC §2 for tests.
+"""An independent, deliberately naive implementation of the covariance recursion for tests.
 
-It keeps the *full* covariance matrix Σ[P, P'] over flattened positions P = (h, w) of
-one pair of inputs and writes every layer as linear algebra on it: a conv is
-Σ' = (W²/q²) Σ_taps M_t Σ M_tᵀ + b², where M_t selects the input position of tap t
-(zero rows in the padding, wrapped for circular); an avgpool is A Σ Aᵀ with A the
-window-averaging matrix; gap is the mean of all entries, flatten the mean of the
-diagonal.  Nothing is shared with infinet's executor except the layer objects of the
-plan (which only carry constants) and the output-size rule of SPEC §2.
+It keeps the *full* covariance matrix Σ[P, P'] over flattened positions P (any number of
+spatial axes) of one pair of inputs and writes every layer as linear algebra on it: a
+conv is Σ' = (W²/|q|) Σ_taps M_t Σ M_tᵀ + b², where M_t selects the input position of tap
+t (zero rows in the padding, wrapped for circular; the Kronecker product of per-axis
+tap matrices); an avgpool is A Σ Aᵀ with A the window-averaging matrix; gap is the mean
+of all entries, flatten the mean of the diagonal; a sum of branches adds their
+matrices.  Activations use the textbook forms (arccos of the clipped correlation for
+the relu family, arcsin for erf), not the executor's formulas.  Nothing is shared with
+infinet's executor except the constants the plan's layers carry and the output-size
+rule (conv_geometry); a layer kind it does not know is an error.
 """
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
 
-from infinet.ir.layers import (Activation, AvgPool, Conv, Dense, Flatten, GlobalAvgPool,
-                               Input, conv_geometry)
+from infinet.layers import conv_geometry
 
 
 def _axis_tap_matrix(n_in: int, q: int, stride: int, pad: str, tap: int) -> np.ndarray:
@@ -30,8 +33,12 @@ def _axis_tap_matrix(n_in: int, q: int, stride: int, pad: str, tap: int) -> np.n
     return M
 
 
+def _kron(mats) -> np.ndarray:
+    return functools.reduce(np.kron, mats, np.ones((1, 1)))
+
+
 def relu_like(K, v1, v2, a, b):
-    """SPEC form: a·b·Σ + (b−a)²·relu(Σ), relu via arccos of the clipped correlation."""
+    """a·b·Σ + (b−a)²·relu(Σ), relu via arccos of the clipped correlation."""
     norm = np.sqrt(v1 * v2)
     with np.errstate(invalid="ignore", divide="ignore"):
         rho = np.where(norm > 0, K / np.where(norm > 0, norm, 1), 0.0)
@@ -43,38 +50,51 @@ def relu_like(K, v1, v2, a, b):
 
 def erf_kernel(K, v1, v2):
     denom = np.sqrt((1 + 2 * v1) * (1 + 2 * v2))
-    return (2 / math.pi) * np.arcsin(2 * K / denom), (4 / math.pi) / np.sqrt(denom ** 2 - 4 * K ** 2)
+    return ((2 / math.pi) * np.arcsin(2 * K / denom),
+            (4 / math.pi) / np.sqrt(denom ** 2 - 4 * K ** 2))
+
+
+#: keyword -> (Σ', Σ̇) given (K, v1, v2, layer): independent textbook formulas
+ACTIVATIONS = {
+    "relu": lambda K, v1, v2, L: relu_like(K, v1, v2, 0.0, 1.0),
+    "abrelu": lambda K, v1, v2, L: relu_like(K, v1, v2, L.a, L.b),
+    "leaky_relu": lambda K, v1, v2, L: relu_like(K, v1, v2, L.a, 1.0),
+    "erf": lambda K, v1, v2, L: erf_kernel(K, v1, v2),
+    "identity": lambda K, v1, v2, L: (K, 1.0),
+}
 
 
 def kernels(plan, x1: np.ndarray, x2: np.ndarray) -> tuple[float, float]:
     """(NNGP, NTK) of one pair of inputs (single samples, shape plan.data_shape)."""
-    K12, T12 = _run(plan, x1, x2, None, None)
-    return K12, T12
+    return _run(plan, x1, x2, None, None)
 
 
 def _recursion(plan, x1, x2, var1=None, var2=None):
-    """Full-matrix recursion over every layer: the list of Σ after each layer, and the
-    final (Σ, Θ).  var1/var2: self covariances per layer (from ``_self``); for the self
-    pass itself (x1 = x2, none given) each activation takes v from the current Σ."""
-    states = []
-    K = T = None
-    spatial = None
-    for lp in plan.layers:
-        layer = lp.layer
-        if isinstance(layer, Input):
-            if lp.shape.is_flat:
-                K = np.array(x1 @ x2 / len(x1))
+    """Full-matrix recursion over the graph: Σ of every state, and the final (Σ, Θ).
+    var1/var2: self covariances per state (from ``_self``); for the self pass itself
+    (x1 = x2, none given) each activation takes v from its input's Σ."""
+    K: dict[int, np.ndarray] = {}
+    T: dict[int, np.ndarray] = {}
+    spatial: dict[int, tuple] = {}
+    for node in plan.nodes:
+        layer, i = node.layer, node.index
+        if not node.inputs:
+            shape = node.shape
+            if shape.is_flat:
+                K[i] = np.array(x1 @ x2 / len(x1))
             else:
-                H, W, C = x1.shape
-                K = x1.reshape(H * W, C) @ x2.reshape(H * W, C).T / C
-                spatial = (H, W)
-            T = np.zeros_like(K)
-        else:
-            S1 = K if var1 is None else var1[lp.index - 1]
-            S2 = K if var2 is None else var2[lp.index - 1]
-            K, T, spatial = _layer(layer, lp, K, T, spatial, S1, S2)
-        states.append(K)
-    return states, K, T
+                C = x1.shape[-1]
+                P = math.prod(shape.spatial)
+                K[i] = x1.reshape(P, C) @ x2.reshape(P, C).T / C
+            spatial[i] = shape.spatial
+            T[i] = np.zeros_like(K[i])
+            continue
+        j = node.inputs[0]
+        S1 = K[j] if var1 is None else var1[j]
+        S2 = K[j] if var2 is None else var2[j]
+        K[i], T[i], spatial[i] = _layer(layer, node, K, T, spatial, S1, S2)
+    last = plan.nodes[-1].index
+    return K, K[last], T[last]
 
 
 def _run(plan, x1, x2, var1, var2):
@@ -85,7 +105,7 @@ def _run(plan, x1, x2, var1, var2):
 
 
 def _self(plan, x):
-    """Self covariances Σ(x, x) (full matrices) after every layer."""
+    """Self covariances Σ(x, x) (full matrices) of every state."""
     return _recursion(plan, x, x)[0]
 
 
@@ -93,46 +113,45 @@ def _diag(S):
     return np.diag(S) if S.ndim == 2 else S
 
 
-def _layer(layer, lp, K, T, spatial, S1, S2):
-    if isinstance(layer, (Dense, Conv)):
-        if isinstance(layer, Conv):
-            (H, W), (qh, qw) = spatial, layer.size
-            acc_K = 0.0
-            acc_T = 0.0
-            for a in range(qh):
-                Mh = _axis_tap_matrix(H, qh, layer.stride, layer.pad, a)
-                for c in range(qw):
-                    Mw = _axis_tap_matrix(W, qw, layer.stride, layer.pad, c)
-                    M = np.kron(Mh, Mw)
-                    acc_K = acc_K + M @ K @ M.T
-                    acc_T = acc_T + M @ T @ M.T
-            K, T = acc_K / (qh * qw), acc_T / (qh * qw)
-            spatial = (Mh.shape[0], Mw.shape[0])
+def _layer(layer, node, Ks, Ts, spatials, S1, S2):
+    kw = layer.keyword
+    j = node.inputs[0]
+    K, T, spatial = Ks[j], Ts[j], spatials[j]
+    if kw in ("dense", "conv"):
+        if kw == "conv":
+            acc_K = acc_T = 0.0
+            per_axis = [[_axis_tap_matrix(n, q, layer.stride, layer.pad, a) for a in range(q)]
+                        for n, q in zip(spatial, layer.size)]
+            for taps in np.ndindex(*layer.size):
+                M = _kron([per_axis[ax][t] for ax, t in enumerate(taps)])
+                acc_K = acc_K + M @ K @ M.T
+                acc_T = acc_T + M @ T @ M.T
+            q = math.prod(layer.size)
+            K, T = acc_K / q, acc_T / q
+            spatial = tuple(m[0].shape[0] for m in per_axis)
         K = layer.W ** 2 * K + layer.b ** 2
         T = layer.W ** 2 * T + (0 if layer.fixed else K)
         return K, T, spatial
-    if isinstance(layer, Activation):
-        if layer.fn == "identity":
-            return K, T, spatial
+    if kw in ACTIVATIONS:
         d1, d2 = _diag(S1), _diag(S2)
         v1, v2 = (d1[:, None], d2[None, :]) if K.ndim == 2 else (d1, d2)
-        if layer.fn == "erf":
-            K2, deriv = erf_kernel(K, v1, v2)
-        else:
-            K2, deriv = relu_like(K, v1, v2, layer.a, layer.b)
+        K2, deriv = ACTIVATIONS[kw](K, v1, v2, layer)
         return K2, T * deriv, spatial
-    if isinstance(layer, AvgPool):
-        H, W = spatial
-        (wh, ww), (sh, sw) = layer.window, layer.stride
-        Ah = sum(_axis_tap_matrix(H, wh, sh, layer.pad, a) for a in range(wh)) / wh
-        Aw = sum(_axis_tap_matrix(W, ww, sw, layer.pad, c) for c in range(ww)) / ww
-        A = np.kron(Ah, Aw)
-        return A @ K @ A.T, A @ T @ A.T, (Ah.shape[0], Aw.shape[0])
-    if isinstance(layer, GlobalAvgPool):
-        return np.array(K.mean()), np.array(T.mean()), None
-    if isinstance(layer, Flatten):
-        return np.array(np.diag(K).mean()), np.array(np.diag(T).mean()), None
-    raise AssertionError(type(layer))
+    if kw == "avgpool":
+        mats = []
+        for n, w, s in zip(spatial, layer.size, layer.strides()):
+            mats.append(sum(_axis_tap_matrix(n, w, s, layer.pad, a) for a in range(w)) / w)
+        A = _kron(mats)
+        return A @ K @ A.T, A @ T @ A.T, tuple(m.shape[0] for m in mats)
+    if kw == "gap":
+        return np.array(K.mean()), np.array(T.mean()), ()
+    if kw == "flatten":
+        return np.array(np.diag(K).mean()), np.array(np.diag(T).mean()), ()
+    if kw == "sum":
+        return (sum(Ks[k] for k in node.inputs), sum(Ts[k] for k in node.inputs),
+                spatial)
+    raise AssertionError(f"brute_force.py has no formula for layer '{kw}': add an "
+                         f"independent one")
 
 
 def kernel_matrices(plan, x1, x2):

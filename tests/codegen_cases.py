@@ -1,8 +1,11 @@
-"""Architectures every code-generation test runs: the NT oracle's test nets and the examples.
+"""Architectures every code-generation test runs: the NT oracle's test nets, the examples
+and the graph and input-rank cases.
 
 ``CASES`` maps a name to ``.net`` source: the 13 architectures of ref_kernels.npz, the 10
-of ref_more.npz, and examples/*.net with small sizes (32x32 inputs shrunk to 8x8 or
-16x16, depths cut) so the NumPy reference stays fast.
+of ref_more.npz, examples/*.net with small sizes (32x32 inputs shrunk to 8x8 or 16x16,
+depths cut) so the NumPy reference stays fast, and ``GRAPH_CASES``: residual and sum
+blocks (fused on chip, with projection shortcuts, with pooling inside a branch, two
+readouts), sequences and volumes.
 """
 from __future__ import annotations
 
@@ -32,10 +35,39 @@ def _examples() -> dict[str, str]:
     return out
 
 
+GRAPH_CASES = {
+    # a pre-activation ResNet block: the shortcut is kept on chip, one fused stage
+    "graph_resnet": "input 8x8x3\nconv 3x3 W=sqrt(2)\nrepeat 2 {\n  residual {\n    relu\n"
+                    "    conv 3x3 W=sqrt(2) b=0.1\n    relu\n    conv 3x3 W=sqrt(2)\n  }\n}\n"
+                    "relu\ngap\ndense W=sqrt(2)\n",
+    # a WideResNet-style downsampling block: strided convs in both branches
+    "graph_projection": "input 8x8x2\nconv 3x3 W=sqrt(2) fixed\nsum {\n  branch { relu; conv 3x3 "
+                        "stride=2 W=sqrt(2); relu; conv 3x3 W=sqrt(2) }\n  branch { conv 1x1 "
+                        "stride=2 }\n}\nrelu\nflatten\ndense\n",
+    # pooling inside a branch: the branches meet in a later stage
+    "graph_pooled_branch": "input 6x6x2\nconv 3x3\nsum {\n  branch { relu; avgpool 2x2; conv 3x3 }\n"
+                           "  branch { avgpool 2x2 stride=2 pad=same }\n}\nerf\ngap\ndense\n",
+    # two readouts of the same state, added
+    "graph_two_readouts": "input 5x4x2\nconv 3x3 W=1.2 b=0.2\nrelu\nconv 2x2 pad=valid\nsum {\n"
+                          "  branch { gap; dense W=0.8 }\n  branch { flatten; dense W=1.5 b=0.1 }\n}\n"
+                          "relu\ndense\n",
+    # a residual MLP on flat data
+    "graph_mlp": "input 6\ndense W=sqrt(2)\nrepeat 2 { residual { relu; dense W=sqrt(2) b=0.1 } }\n"
+                 "erf\ndense\n",
+    # sequences: 1-d convs and pools
+    "rank1_sequence": "input 12x3\nconv 5 W=sqrt(2)\nrelu\navgpool 2\nconv 3 pad=valid "
+                      "W=sqrt(2) b=0.1\nrelu\nconv 3 pad=circular\nerf\ngap\ndense\n",
+    # volumes: 3-d convs with a strided projection block
+    "rank3_volume": "input 4x4x4x2\nconv 3x3x3 W=sqrt(2)\nsum {\n  branch { relu; conv 3x3x3 "
+                    "stride=2 }\n  branch { conv 1x1x1 stride=2 }\n}\nrelu\navgpool 2x2x2\n"
+                    "flatten\ndense\n",
+}
+
 CASES: dict[str, str] = {}
 CASES.update({f"ref_{k}": v for k, v in _ref_nets().items()})
 CASES.update({f"more_{n}": str(MORE[f"{n}__net"]) for n in MORE["names"]})
 CASES.update(_examples())
+CASES.update(GRAPH_CASES)
 
 
 def inputs(plan, seed: int, n1: int = 4, n2: int = 3):
@@ -54,7 +86,7 @@ def assert_agrees(plan, ref, got, dtype: str, symmetric: bool, what: str = ""):
 
 
 def check_random_architecture(source: str, data_shape, seed: int, make_executor) -> None:
-    """A hypothesis-drawn net: ``make_executor(plan, dtype)`` agrees with the reference on
+    """A hypothesis-drawn net: ``make_executor(kernel, dtype)`` agrees with the reference on
     x1 × x2 and x1 × x1, in float64 and float32 (the property test of every target)."""
     import infinet
     from infinet.runtime.evaluate import evaluate
@@ -66,7 +98,7 @@ def check_random_architecture(source: str, data_shape, seed: int, make_executor)
     x2 = rng.standard_normal((2,) + tuple(data_shape))
     for dtype in ("float64", "float32"):
         ref = ReferenceExecutor(k.plan, dtype)
-        other = make_executor(k.plan, dtype)
+        other = make_executor(k, dtype)
         for a, b in ((x1, x2), (x1, None)):
             want, got = evaluate(ref, a, b), evaluate(other, a, b)
             for kind in ("nngp", "ntk"):
@@ -77,9 +109,10 @@ def check_random_architecture(source: str, data_shape, seed: int, make_executor)
 _EXECUTORS: dict = {}
 
 
-def cached_executor(cls, plan, dtype):
-    """One compiled executor per (target, net, params, dtype) for the whole test session."""
-    key = (cls.__name__, plan.source, tuple(sorted(plan.params.items())), dtype)
+def cached_executor(backend: str, plan, dtype, ntk: bool = True):
+    """One compiled executor per (backend, net, params, dtype) for the whole test session."""
+    from infinet.runtime.kernel import CompiledKernel
+    key = (backend, plan.source, tuple(sorted(plan.params.items())), dtype, ntk)
     if key not in _EXECUTORS:
-        _EXECUTORS[key] = cls(plan, dtype)
+        _EXECUTORS[key] = CompiledKernel.from_plan(plan).executor(backend, dtype, ntk=ntk)
     return _EXECUTORS[key]

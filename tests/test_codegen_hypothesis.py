@@ -7,7 +7,6 @@ from hypothesis import strategies as st
 
 from codegen_cases import check_random_architecture
 from infinet.codegen import cpujit
-from infinet.runtime.cpu import CpuExecutor
 from strategies import networks
 
 pytestmark = pytest.mark.skipif(not cpujit.compiler_works(), reason="no working C++ compiler")
@@ -17,4 +16,5 @@ pytestmark = pytest.mark.skipif(not cpujit.compiler_works(), reason="no working 
 @given(net=networks(), seed=st.integers(0, 2 ** 16))
 def test_random_architectures_cpu_matches_reference(net, seed):
     source, data_shape = net
-    check_random_architecture(source, data_shape, seed, CpuExecutor)
+    check_random_architecture(source, data_shape, seed,
+                              lambda k, dtype: k.executor("cpu", dtype))

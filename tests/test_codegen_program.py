@@ -1,17 +1,21 @@
-"""The code generator's IR (stages over offset planes) and small printer units."""
+"""The code generator's IR (stages over offset planes of the graph) and small printer units."""
 from __future__ import annotations
 
 import pytest
 
 import infinet
+from codegen_cases import GRAPH_CASES
 from conftest import EXAMPLES, run_cli
-from infinet.codegen import generate
-from infinet.codegen.program import lower_program
-from infinet.codegen.render import lit, offidx, sweeps
+from infinet.codegen.printer import lit
+from infinet.codegen.render_index import offidx, pos
 
 
-def program(source: str, **params):
-    return lower_program(infinet.compile(source, **params).plan)
+def program(source, **params):
+    return infinet.compile(source, **params).kernel_program
+
+
+def kinds(stage):
+    return [[op.kind for op in sw.ops] for sw in stage.sweeps]
 
 
 def test_printer_units():
@@ -20,61 +24,107 @@ def test_printer_units():
     assert lit(2 ** 0.5 * 2 ** 0.5) == "2.0000000000000004"   # W=sqrt(2) squared, exactly
     assert float(lit(1 / 3)) == 1 / 3
     assert offidx((-1, 0, 2), 3) == [-1, 0, 1, -1, 2]
+    assert pos((1, 8, 8)) == "(h) * 8 + w" and pos((1, 1, 16)) == "w"
+    assert pos((4, 5, 6)) == "((d) * 5 + h) * 6 + w"
 
 
 def test_cntk_v_is_one_fused_stage_on_plane_zero():
     prog = program(EXAMPLES / "cntk_v.net", depth=21)
     (stage,) = prog.pair.stages
-    assert stage.planes == ((0,), (0,)) and stage.nplanes == 1
-    assert stage.sink == "readout" and stage.readout == "flatten"
-    assert [op.kind for op in stage.ops] == ["input"] + ["conv", "act"] * 20
-    assert stage.uniform and stage.extent == (34, 34) and stage.halo == (1, 1)
-    assert len(sweeps(stage)) == 21                  # input, then conv+relu fused 20 times
-    assert [op.kind for op in prog.pair.tail] == ["dense"]
+    assert stage.planes == ((0,), (0,), (0,)) and stage.nplanes == 1
+    assert stage.partials and not stage.exports and "flatten" in stage.readout_text
+    assert kinds(stage) == [["input"]] + [["conv", "ew"]] * 20   # conv+relu fused 20 times
+    assert stage.uniform and stage.extent == (1, 34, 34) and stage.halo == (0, 1, 1)
+    assert stage.slots == 2                                       # ping-pong buffers
+    assert [op.kind for op in prog.pair.tail] == ["readout", "dense"]
     # the self pass: plane 0 only, v taken from the entry itself, 20 tables recorded
-    assert all(op.v_source == "self" for st in prog.self_.stages for op in st.ops
-               if op.kind == "act")
+    assert all(op.v_source == "self" for st in prog.self_.stages for op in st.nodes
+               if op.kind == "ew")
     assert len(prog.vtable) == 20 and prog.vt_size == 20 * 32 * 32
+    # every relu prints the same function: printed once
+    assert len(prog.functions) == 1
 
 
 def test_cntk_gap_fuses_all_offsets_and_skips_dead_ntk():
     prog = program(EXAMPLES / "cntk_gap.net", depth=21)
     (stage,) = prog.pair.stages
-    assert stage.nplanes == 63 * 63 and stage.readout == "gap"
-    first_conv = stage.ops[1]
+    assert stage.nplanes == 63 * 63 and "gap" in stage.readout_text
+    first_conv = stage.nodes[1]
     assert first_conv.kind == "conv" and not first_conv.trains and not first_conv.t_out
-    assert stage.ops[3].trains and stage.ops[3].t_out      # the first trained conv
-    assert prog.pair.readout_scale == 1 / 32 ** 4
+    assert stage.nodes[3].trains and stage.nodes[3].t_out      # the first trained conv
+    (readout,) = prog.pair.readouts.values()
+    assert readout[1] == 1 / 32 ** 4 and len(readout[2]) == 63 * 63
+    # the NNGP alone: a pass without Θ
+    assert prog.pairk.active and not any(st.t_slots for st in prog.pairk.stages)
 
 
 def test_pooling_splits_stages_and_materialises_states():
     prog = program(EXAMPLES / "myrtle.net")
-    kinds = [[op.kind for op in st.ops] for st in prog.pair.stages]
-    assert kinds == [["input", "conv", "act", "conv", "act"], ["pool", "conv", "act"],
-                     ["pool", "conv", "act"], ["pool"]]
-    assert [st.sink for st in prog.pair.stages] == ["buffer", "buffer", "buffer", "readout"]
+    assert [kinds(st) for st in prog.pair.stages] == [
+        [["input"], ["conv", "ew"], ["conv", "ew"]], [["pool"], ["conv", "ew"]],
+        [["pool"], ["conv", "ew"]], [["pool"]]]
+    assert [(st.exports, st.partials) for st in prog.pair.stages] == \
+        [(True, False)] * 3 + [(False, True)]
     last = prog.pair.stages[-1]
-    assert last.planes == ((0,), (0,)) and last.in_size == (8, 8)
+    assert last.planes == ((0,), (0,), (0,)) and last.sources[0].size == (1, 8, 8)
     # a circular conv mixes offsets d and d - n: it heads a stage of its own
     circ = program("input 5x6x2\nconv 3x3 pad=circular\nrelu\nconv 2x2 pad=circular\n"
                    "flatten\ndense\n")
-    assert [st.ops[0].kind for st in circ.pair.stages] == ["input", "cconv", "cconv"]
+    assert [st.sweeps[0].ops[0].kind for st in circ.pair.stages] == ["input", "cconv", "cconv"]
 
 
 def test_strided_stage_is_not_uniform_and_scales_offsets():
     prog = program("input 8x8x3\nconv 3x3 stride=2\nrelu\nconv 3x3\nrelu\ngap\ndense\n")
     (stage,) = prog.pair.stages
     assert not stage.uniform
-    assert [op.axes[0].mult for op in stage.ops] == [2, 1, 1, 1, 1]   # output offsets
+    assert [op.mult for op in stage.nodes] == [(1, 2, 2)] + [(1, 1, 1)] * 4
+
+
+def test_residual_blocks_stay_in_one_stage_with_the_shortcut_on_chip():
+    prog = program(GRAPH_CASES["graph_resnet"])
+    (stage,) = prog.pair.stages
+    assert not stage.sources                          # nothing goes through memory
+    sums = [op for op in stage.nodes if op.kind == "sum"]
+    assert len(sums) == 2
+    for s in sums:      # the body's last conv is the chain value; the shortcut is a slot
+        assert sorted(k for k, _, _ in s.operands) == ["chain", "slot"]
+    # projection shortcut: strided convs in both branches, still one stage
+    proj = program(GRAPH_CASES["graph_projection"])
+    (stage,) = proj.pair.stages
+    assert {op.mult for op in stage.nodes} == {(1, 2, 2), (1, 1, 1)}
+    assert not stage.uniform
+
+
+def test_pooling_inside_a_branch_meets_in_a_later_stage():
+    prog = program(GRAPH_CASES["graph_pooled_branch"])
+    last = prog.pair.stages[-1]
+    assert [s.state for s in last.sources] == [2, 1]          # both branches' inputs
+    assert kinds(last) == [["pool"], ["conv"], ["pool", "sum", "ew"]]
+    two = program(GRAPH_CASES["graph_two_readouts"])
+    assert [op.kind for op in two.pair.tail].count("readout") == 2
+    flatten = [r for n, r in two.pair.readouts.items()
+               if two.plan.nodes[n].layer.keyword == "flatten"][0]
+    assert len(flatten[2]) == 1                       # the zero plane of the gap's planes
+
+
+def test_every_input_rank_prints_on_three_axes():
+    seq = program(GRAPH_CASES["rank1_sequence"])
+    assert all(st.extent[:2] == (1, 1) for st in seq.pair.stages)
+    vol = program(GRAPH_CASES["rank3_volume"])
+    assert vol.pair.stages[0].extent[0] > 1
+    src = infinet.compile(GRAPH_CASES["rank3_volume"]).cuda_source
+    assert "x1 + (((d) * 4 + h) * 4 + w) * 2" in src       # a position in the 4x4x4 volume
+    assert "x1 + (w) * 3" in infinet.compile(GRAPH_CASES["rank1_sequence"]).cuda_source
 
 
 def test_generated_source_cites_the_net_lines():
-    plan = infinet.compile(EXAMPLES / "cnn_gap_small.net").plan
-    src = generate(plan, "cpu")
+    k = infinet.compile(EXAMPLES / "cnn_gap_small.net")
+    src = k.cpu_source
     assert "// ==== pair_stage0: .net lines 4-7" in src
     assert "//   layer 1 (line 6): conv 3x3 pad=same W=1.41421 b=0" in src
-    assert "// ---- gap (line 9): this plane's share of the mean" in src
-    assert generate(plan, "cuda").count("__global__") == 2 * (2 + 2)  # stages+tails, 2 dtypes
+    assert "// ---- this plane's sum of the sink, for gap (line 9)" in src
+    # stages + tails, for the pair, NNGP-only and self passes, in 2 dtypes
+    assert k.cuda_source.count("__global__") == 2 * (3 + 3)
 
 
 def test_cli_cuda_prints_the_source():
@@ -86,30 +136,25 @@ def test_cli_cuda_prints_the_source():
     assert status == 0 and 'extern "C" int infinet_pair_f64' in out
 
 
-@pytest.mark.parametrize("backend", ["cpu", "numpy"])
-def test_cli_eval_backends(tmp_path, backend):
-    import numpy as np
-    x = np.random.default_rng(0).standard_normal((3, 8, 8, 1))
-    np.save(tmp_path / "x.npy", x)
-    status, out, err = run_cli("eval", EXAMPLES / "cnn_gap_small.net", "--x1", tmp_path / "x.npy",
-                               "--out", tmp_path / "k.npz", "--backend", backend)
-    assert status == 0, err
-    assert f", {backend})" in out or backend in out
-    k = np.load(tmp_path / "k.npz")
-    want = infinet.compile(EXAMPLES / "cnn_gap_small.net")(x, backend="numpy")
-    np.testing.assert_allclose(k["ntk"], want.ntk, rtol=1e-12)
+def test_unknown_families_are_refused_by_every_backend():
+    """A layer whose family a backend does not implement is an error naming it."""
+    from dataclasses import dataclass
 
+    from infinet.codegen.program import CodegenError
+    from infinet.layers import Layer
+    from infinet.runtime.reference import ReferenceExecutor
 
-def test_auto_falls_back_to_numpy_with_one_notice(monkeypatch, capsys):
-    from infinet.runtime import backends
-    monkeypatch.setattr(backends, "cuda_usable", lambda: False)
-    monkeypatch.setattr(backends, "cpu_usable", lambda: False)
-    monkeypatch.setattr(backends, "_notified", set())
-    assert backends.resolve_backend("auto") == "numpy"
-    assert backends.resolve_backend("auto") == "numpy"
-    err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "using the NumPy executor" in err
-    monkeypatch.setattr(backends, "cpu_usable", lambda: True)
-    assert backends.resolve_backend("auto") == "cpu"
-    with pytest.raises(infinet.errors.UsageError):
-        backends.resolve_backend("opencl")
+    @dataclass(frozen=True)
+    class Mystery(Layer):
+        keyword = "mystery"
+        family = "mystery"
+
+    k = infinet.compile("input 4x4x2\nconv 3x3\nrelu\nflatten\ndense\n")
+    nodes = list(k.plan.nodes)
+    nodes[2] = type(nodes[2])(**{**nodes[2].__dict__, "layer": Mystery(nodes[2].layer.pos)})
+    plan = type(k.plan)(**{**k.plan.__dict__, "nodes": tuple(nodes)})
+    with pytest.raises(infinet.InfinetError, match="'mystery' \\(family 'mystery'\\)"):
+        ReferenceExecutor(plan, "float64")
+    from infinet.codegen.program import lower_program
+    with pytest.raises(CodegenError, match="'mystery' \\(family 'mystery'\\)"):
+        lower_program(plan)

@@ -16,8 +16,7 @@ from infinet.runtime.reference import ReferenceExecutor
 pytestmark = pytest.mark.gpu
 
 def cuda_executor(plan, dtype):
-    from infinet.runtime.cuda import CudaExecutor
-    return cached_executor(CudaExecutor, plan, dtype)
+    return cached_executor("cuda", plan, dtype)
 
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
@@ -74,6 +73,7 @@ def test_random_architectures_cuda_matches_reference():
     @given(net=networks(), seed=st.integers(0, 2 ** 16))
     def check(net, seed):
         source, data_shape = net
-        check_random_architecture(source, data_shape, seed, cuda_executor)
+        check_random_architecture(source, data_shape, seed,
+                                  lambda k, dtype: k.executor("cuda", dtype))
 
     check()

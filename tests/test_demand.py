@@ -9,7 +9,7 @@ from conftest import EXAMPLES
 
 def demands(source, **params):
     plan = infinet.compile(source, **params).plan
-    return [(lp.layer.kind, lp.pair_demand) for lp in plan.layers], plan
+    return [(n.layer.keyword, n.pair_demand) for n in plan.nodes], plan
 
 
 def test_flatten_needs_only_offset_zero_everywhere():
@@ -17,7 +17,7 @@ def test_flatten_needs_only_offset_zero_everywhere():
     for kind, dem in d:
         assert dem in ((), ((0,), (0,))), (kind, dem)
     # O(P) per pair per layer: 32*32 entries, not (32*32)^2
-    assert max(lp.pair_cost.entries for lp in plan.layers) == 32 * 32
+    assert max(lp.pair_cost.entries for lp in plan.nodes) == 32 * 32
 
 
 def test_gap_needs_every_offset():
@@ -60,7 +60,7 @@ def test_strided_conv_scales_offsets_and_circular_wraps():
 def test_self_pass_needs_offset_zero_before_each_nonlinearity():
     plan = infinet.compile("input 8x8x1\nconv 3x3\nrelu\navgpool 2x2\nconv 3x3\nrelu\n"
                            "flatten\ndense\n").plan
-    self_d = [lp.self_demand for lp in plan.layers]
+    self_d = [lp.self_demand for lp in plan.nodes]
     assert self_d[4] == ((0,), (0,))           # input of the second relu
     assert self_d[1] == ((-1, 0, 1),) * 2      # what the pool of the second relu's input needs
     assert self_d[5] is None and self_d[7] is None   # nothing after the last relu is needed

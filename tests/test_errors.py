@@ -25,8 +25,11 @@ NET_ERRORS = [
     ("input 8x8x3\nconv 3x3 W=1 W=2\ngap\n", [], "2:14: error: option 'W' is given twice"),
     ("input 8x8x3\nconv\ngap\n", [], "2:1: error: conv needs a window size"),
     ("input 8x8x3\nrelu 3x3\ngap\n", [], "2:6: error: relu takes no size"),
-    ("input 8x8x3\nconv 3x3x3\ngap\n", [], "2:6: error: conv takes a 2-d size"),
-    ("input 8x8\nflatten\n", [], "1:7: error: an image input is HxWxC"),
+    ("input 8x8x3\nconv 3x3x3\ngap\n", [], "2:6: error: conv window 3x3x3 has 3 axes, but its "
+     "input is an image (8x8): write a 2-d window like `conv 3x3`"),
+    ("input 16x3\navgpool 2x2\ngap\n", [], "2:9: error: avgpool window 2x2 has 2 axes, but its "
+     "input is a sequence (16): write a 1-d window like `avgpool 3`"),
+    ("input 8x8x8x8x1\nflatten\n", [], "1:7: error: an input has at most 3 spatial axes"),
     ("input 8x8x3\nrepeat depth { relu }\ngap\n", [], "2:8: error: undefined param 'depth'"),
     ("param a = 2\nparam a = 3\ninput 3\n", [], "2:7: error: param 'a' is already defined"),
     ("param d = 3\ninput 8x8x3\nconv 3x3 W=1/(d-3)\ngap\n", [], "3:13: error: division by zero"),
@@ -36,9 +39,10 @@ NET_ERRORS = [
     ("input 4x4x3\nconv 3x3 stride=0\nflatten\n", [], "2:17: error: a stride must be at least 1"),
     ("input 4x4x3\nconv 3x3 stride=1.5\nflatten\n", [], "2:17: error: a stride must be a whole number"),
     ("input 8x8x3\nconv 3x3\ndense\n", [], "3:1: error: dense needs a flat input, but its input is an image (8x8)"),
-    ("input 10\nconv 3x3\ndense\n", [], "2:1: error: conv needs an image input"),
-    ("input 10\navgpool 2x2\ndense\n", [], "2:1: error: avgpool needs an image input"),
-    ("input 10\ngap\n", [], "2:1: error: gap needs an image input"),
+    ("input 10\nconv 3x3\ndense\n", [], "2:1: error: conv needs a spatial input (sequence, "
+     "image or volume), but its input is a flat vector"),
+    ("input 10\navgpool 2x2\ndense\n", [], "2:1: error: avgpool needs a spatial input"),
+    ("input 10\ngap\n", [], "2:1: error: gap needs a spatial input"),
     ("input 10\nflatten\n", [], "2:1: error: flatten on an input that is already flat"),
     ("input 4x4x3\nflatten\nrelu\n", [], "3:1: error: relu right after flatten"),
     ("input 4x4x3\navgpool 5x5\nflatten\n", [], "2:1: error: the 5-wide pooling window is larger than its 4-wide input"),

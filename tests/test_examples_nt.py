@@ -14,7 +14,7 @@ def test_cntk_gap_example_matches_neural_tangents_on_32x32_images():
     # NT has no `fixed` layers: compare the example's architecture with every layer trained
     source = (EXAMPLES / "cntk_gap.net").read_text().replace(" fixed", "")
     k = infinet.compile(source, depth=4)
-    assert [lp.layer.kind for lp in k.plan.layers].count("conv") == 3
+    assert [n.layer.keyword for n in k.plan.nodes].count("conv") == 3
     cross = k(ref["x1"], ref["x2"])
     same = k(ref["x1"])
     for ours, theirs in ((cross.nngp, ref["nngp"]), (cross.ntk, ref["ntk"]),

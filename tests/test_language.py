@@ -6,7 +6,8 @@ import math
 import pytest
 
 import infinet
-from infinet.ir import Activation, AvgPool, Conv, Dense, Flatten, GlobalAvgPool
+from infinet.layers import (ABRelu, AvgPool, Conv, Dense, Elementwise, Erf, Flatten,
+                            GlobalAvgPool, Identity, LeakyRelu, Relu)
 
 SPEC_EXAMPLE = """\
 # comments run from '#' to the end of the line
@@ -23,18 +24,18 @@ dense W=1 b=0
 
 
 def layers(source, **params):
-    return [lp.layer for lp in infinet.compile(source, **params).plan.layers]
+    return [n.layer for n in infinet.compile(source, **params).plan.nodes]
 
 
 def test_spec_example():
     plan = infinet.compile(SPEC_EXAMPLE).plan
     assert plan.name == "cntk_gap" and plan.params == {"depth": 11}
-    kinds = [lp.layer.kind for lp in plan.layers]
-    assert kinds == ["input"] + ["conv", "activation"] * 10 + ["gap", "dense"]
-    conv = plan.layers[1].layer
+    kinds = [n.layer.keyword for n in plan.nodes]
+    assert kinds == ["input"] + ["conv", "relu"] * 10 + ["gap", "dense"]
+    conv = plan.nodes[1].layer
     assert conv.size == (3, 3) and conv.pad == "same" and conv.stride == 1
     assert conv.W == pytest.approx(math.sqrt(2)) and conv.b == 0 and not conv.fixed
-    assert plan.layers[1].layer.pos.line == 6 and plan.layers[3].layer.pos.line == 6
+    assert plan.nodes[1].layer.pos.line == 6 and plan.nodes[3].layer.pos.line == 6
 
 
 def test_params_override_and_expressions():
@@ -50,7 +51,7 @@ def test_nested_repeat_and_zero_repeat():
     src = "input 4\nrepeat 2 {\n  repeat 3 { dense; relu }\n  identity\n}\nrepeat 0 { erf }\ndense\n"
     ls = layers(src)
     assert len(ls) == 1 + 2 * (3 * 2 + 1) + 1
-    assert sum(isinstance(x, Activation) and x.name == "erf" for x in ls) == 0
+    assert sum(isinstance(x, Erf) for x in ls) == 0
 
 
 def test_every_layer_and_option():
@@ -74,16 +75,16 @@ dense W=2 b=0.5 fixed
     assert (c2.size, c2.pad, c2.stride) == ((2, 4), "valid", 2)
     assert c3.pad == "circular"
     p1, p2 = (x for x in ls if isinstance(x, AvgPool))
-    assert (p1.window, p1.stride, p1.pad) == ((2, 2), (1, 1), "same")
-    assert (p2.window, p2.stride, p2.pad) == ((2, 2), (2, 2), "valid")
-    acts = {x.name: x for x in ls if isinstance(x, Activation)}
+    assert (p1.size, p1.strides(), p1.pad) == ((2, 2), (1, 1), "same")
+    assert (p2.size, p2.strides(), p2.pad) == ((2, 2), (2, 2), "valid")
+    acts = {x.keyword: x for x in ls if isinstance(x, Elementwise)}
     assert (acts["abrelu"].a, acts["abrelu"].b) == (-0.5, 2.0)
     assert (acts["leaky_relu"].a, acts["leaky_relu"].b) == (0.2, 1.0)
-    assert acts["relu"].fn == "abrelu" and (acts["relu"].a, acts["relu"].b) == (0.0, 1.0)
-    assert {"erf", "identity"} <= set(acts)
+    assert isinstance(acts["relu"], ABRelu) and (acts["relu"].a, acts["relu"].b) == (0.0, 1.0)
+    assert isinstance(acts["erf"], Erf) and isinstance(acts["identity"], Identity)
     assert isinstance(ls[-2], GlobalAvgPool)
     assert isinstance(ls[-1], Dense) and ls[-1].fixed and ls[-1].W == 2
-    shapes = [lp.shape.spatial for lp in infinet.compile(src).plan.layers]
+    shapes = [n.shape.spatial for n in infinet.compile(src).plan.nodes]
     assert shapes[:8] == [(9, 8), (9, 8), (9, 8), (4, 3), (4, 3), (4, 3), (4, 3), (4, 3)]
     assert shapes[9] == (2, 1)
 
@@ -93,12 +94,12 @@ def test_defaults():
         layers("input 4\ndense\n")[1], layers("input 4x4x1\navgpool 2x2\nflatten\n")[1]
     assert (c.pad, c.stride, c.W, c.b, c.fixed) == ("same", 1, 1.0, 0.0, False)
     assert (d.W, d.b, d.fixed) == (1.0, 0.0, False)
-    assert (p.stride, p.pad) == ((2, 2), "valid")
+    assert (p.strides(), p.pad) == ((2, 2), "valid")
 
 
 def test_semicolons_blank_lines_comments_and_crlf():
     src = "\r\n# header\r\n\r\ninput 4 # four features\r\ndense; relu ;dense  \r\n\r\n"
-    assert [type(x).__name__ for x in layers(src)] == ["Input", "Dense", "Activation", "Dense"]
+    assert [type(x).__name__ for x in layers(src)] == ["Input", "Dense", "Relu", "Dense"]
     assert isinstance(layers("input 2x2x1; flatten")[-1], Flatten)
 
 

@@ -49,16 +49,32 @@ Expr = Union[Number, Name, Call, BinOp, Neg]
 
 @dataclass(frozen=True)
 class Size:
-    """A literal ``AxB`` or ``AxBxC`` size."""
+    """A literal size: ``AxB``, ``AxBxC``, or a bare ``A`` (a 1-d window)."""
 
     dims: tuple[int, ...]
     pos: SourcePos
 
 
 @dataclass(frozen=True)
+class String:
+    """A quoted option value (``fn="x * tanh(x)"``); ``pos`` is the opening quote."""
+
+    value: str
+    pos: SourcePos
+
+
+@dataclass(frozen=True)
+class ListValue:
+    """A bracketed list of expressions (``coef=[0.1, 1, 0.5]``)."""
+
+    items: tuple["Expr", ...]
+    pos: SourcePos
+
+
+@dataclass(frozen=True)
 class Option:
     key: str
-    value: Expr
+    value: "Expr | String | ListValue"
     pos: SourcePos
 
 
@@ -109,7 +125,16 @@ class Repeat:
     pos: SourcePos
 
 
-Statement = Union[NetDecl, ParamDecl, InputImage, InputVector, LayerStmt, Repeat]
+@dataclass(frozen=True)
+class Block:
+    """``NAME { ... }``: residual, sum, branch (checked when lowered)."""
+
+    kind: str
+    body: tuple["Statement", ...]
+    pos: SourcePos
+
+
+Statement = Union[NetDecl, ParamDecl, InputImage, InputVector, LayerStmt, Repeat, Block]
 
 
 @dataclass(frozen=True)

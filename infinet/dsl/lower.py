@@ -1,8 +1,15 @@
-"""AST → typed IR layers: params resolved, repeats unrolled, every option checked.
+"""AST → the network graph: params resolved, repeats unrolled, blocks wired, options checked.
 
-Errors point at the token responsible (the layer name, the option, the operator of a
-division by zero).  Repeat counts are multiplied out *before* unrolling, so a network
-of a billion layers is refused at once.
+The result is a list of :class:`Node` in topological order: node ``i`` produces state
+``i`` from the states it reads (``inputs``); node 0 is the input.  A chain of layers reads
+the previous state; a ``residual``/``sum`` block fans its input out to its branches and
+adds their ends (layers/blocks.py).
+
+Every check of a layer's options asks the layer registry (infinet/layers): its options
+(each with its default and reader), flags and window.  Errors point at the token
+responsible (the layer name, the option, the operator of a division by zero).  Repeat
+counts are multiplied out *before* unrolling, so a network of a billion layers is
+refused at once.
 """
 from __future__ import annotations
 
@@ -10,38 +17,31 @@ from dataclasses import dataclass
 from typing import Mapping
 
 from ..errors import NetError, SourcePos, UsageError
-from ..ir.layers import (Activation, AvgPool, Conv, Dense, Flatten, GlobalAvgPool, Input,
-                         Layer, Shape)
 from ..ir.plan import MAX_LAYERS
+from ..layers import BLOCKS, LAYERS, Input, Layer
+from ..layers.base import WINDOW
 from . import ast
 from .expressions import Value, as_whole, evaluate
 
-PADDINGS = {"conv": ("same", "valid", "circular"), "avgpool": ("valid", "same")}
 
-#: layer name → (takes a KxK size, allowed options, allowed flags)
-LAYERS: dict[str, tuple[bool, tuple[str, ...], tuple[str, ...]]] = {
-    "dense": (False, ("W", "b"), ("fixed",)),
-    "conv": (True, ("W", "b", "pad", "stride"), ("fixed",)),
-    "relu": (False, (), ()),
-    "erf": (False, (), ()),
-    "abrelu": (False, ("a", "b"), ()),
-    "leaky_relu": (False, ("alpha",), ()),
-    "identity": (False, (), ()),
-    "avgpool": (True, ("stride", "pad"), ()),
-    "gap": (False, (), ()),
-    "flatten": (False, (), ()),
-}
+@dataclass(frozen=True)
+class Node:
+    """One layer of the graph: it produces state ``index`` from the states ``inputs``."""
+
+    index: int
+    layer: Layer
+    inputs: tuple[int, ...]
 
 
 @dataclass(frozen=True)
 class Lowered:
     name: str
     params: dict[str, Value]
-    layers: list[Layer]
+    nodes: list[Node]
 
 
 def lower(program: ast.Program, overrides: Mapping[str, Value | str] | None = None) -> Lowered:
-    """Resolve params (with ``overrides``), unroll repeats and build IR layers."""
+    """Resolve params (with ``overrides``), unroll repeats and build the graph."""
     overrides = dict(overrides or {})
     declared = _declared_params(program.statements)
     unknown = [k for k in overrides if k not in declared]
@@ -51,13 +51,12 @@ def lower(program: ast.Program, overrides: Mapping[str, Value | str] | None = No
                          f"(its params: {names})")
     lowering = _Lowering(program, overrides)
     lowering.block(program.statements, top=True)
-    if lowering.input is None:
+    if not lowering.nodes:
         lines = program.source.splitlines() or [""]
         raise NetError("no `input` line: the network must say what its input is, e.g. "
                        "`input 32x32x3` or `input 784`",
                        SourcePos(program.filename, max(len(lines), 1), 1, lines[-1]))
-    return Lowered(lowering.name or _stem(program.filename), lowering.params,
-                   [lowering.input] + lowering.layers)
+    return Lowered(lowering.name or _stem(program.filename), lowering.params, lowering.nodes)
 
 
 def _stem(filename: str) -> str:
@@ -65,14 +64,20 @@ def _stem(filename: str) -> str:
     return base[:-4] if base.endswith(".net") else base
 
 
+def _bodies(statements):
+    """The statement lists nested in ``statements`` (repeat and block bodies)."""
+    return [st.body for st in statements if isinstance(st, (ast.Repeat, ast.Block))]
+
+
 def _declared_params(statements) -> dict[str, ast.ParamDecl]:
     found: dict[str, ast.ParamDecl] = {}
-    for st in statements:
-        if isinstance(st, ast.ParamDecl):
-            found.setdefault(st.name, st)
-        elif isinstance(st, ast.Repeat):
-            for k, v in _declared_params(st.body).items():
-                found.setdefault(k, v)
+    todo = [statements]
+    while todo:
+        body = todo.pop(0)
+        for st in body:
+            if isinstance(st, ast.ParamDecl):
+                found.setdefault(st.name, st)
+        todo += _bodies(body)
     return found
 
 
@@ -82,15 +87,30 @@ class _Lowering:
         self.overrides = overrides
         self.params: dict[str, Value] = {}
         self.name: str | None = None
-        self.input: Input | None = None
-        self.layers: list[Layer] = []
+        self.nodes: list[Node] = []
+        self.current: int | None = None     # the state the next layer reads
 
-    # statements ------------------------------------------------------------------
+    # -- the graph the blocks build (layers/blocks.py uses these) ---------------------------
+    def add(self, layer: Layer, inputs: tuple[int, ...]) -> int:
+        index = len(self.nodes)
+        self.nodes.append(Node(index, layer, tuple(inputs)))
+        self.current = index
+        return index
+
+    def branch(self, statements, start: int) -> tuple[int, bool]:
+        """Lower a branch body reading state ``start``: (its last state, has weights)."""
+        first = len(self.nodes)
+        self.current = start
+        self.block(statements)
+        weights = any(n.layer.has_weights for n in self.nodes[first:])
+        return self.current, weights
+
+    # -- statements ---------------------------------------------------------------------
     def block(self, statements, top: bool = False) -> None:
         for st in statements:
             if isinstance(st, ast.NetDecl):
                 if not top:
-                    raise NetError("`net` names the whole file; it cannot be inside a repeat",
+                    raise NetError("`net` names the whole file; it cannot be inside a block",
                                    st.pos)
                 if self.name is not None:
                     raise NetError("the net is already named", st.pos)
@@ -101,14 +121,16 @@ class _Lowering:
                 self.input_line(st, top)
             elif isinstance(st, ast.Repeat):
                 self.repeat(st)
+            elif isinstance(st, ast.Block):
+                self.braced(st)
             elif isinstance(st, ast.LayerStmt):
-                self.layers.append(self.layer(st))
+                self.add(self.layer(st), (self.current,))
             else:  # pragma: no cover
                 raise AssertionError(type(st))
 
     def param(self, st: ast.ParamDecl, top: bool) -> None:
         if not top:
-            raise NetError("params must be declared at the top level, not inside a repeat",
+            raise NetError("params must be declared at the top level, not inside a block",
                            st.pos)
         if st.name in self.params:
             raise NetError(f"param '{st.name}' is already defined", st.pos)
@@ -123,104 +145,98 @@ class _Lowering:
                                      f"{err.message}") from None
             if isinstance(value, bool) or not isinstance(value, (int, float)):
                 raise UsageError(f"param {st.name}: value must be a number, got {value!r}")
+            if isinstance(value, float) and not (value == value and abs(value) != float("inf")):
+                raise UsageError(f"param {st.name}: value must be finite, got {value!r}")
             self.params[st.name] = value
         else:
             self.params[st.name] = evaluate(st.value, self.params)
 
     def input_line(self, st, top: bool) -> None:
         if not top:
-            raise NetError("`input` cannot be inside a repeat", st.pos)
-        if self.input is not None:
+            raise NetError("`input` cannot be inside a block", st.pos)
+        if self.nodes:
             raise NetError("a second `input` line; a network has one input", st.pos)
-        if self.layers:
-            raise NetError("`input` must come before the first layer", st.pos)
         if isinstance(st, ast.InputImage):
-            dims = st.size.dims
-            if len(dims) != 3:
-                raise NetError(f"an image input is HxWxC (three numbers), got "
-                               f"{'x'.join(map(str, dims))}", st.size.pos)
-            if min(dims) < 1:
-                raise NetError("input sizes must be at least 1", st.size.pos)
-            shape = Shape(dims[:2], dims[2])
+            layer = Input.from_size(st.pos, st.size.dims, st.size.pos)
         else:
-            d = self.whole(st.features, "the number of input features", minimum=1)
-            shape = Shape((), d)
-        self.input = Input(st.pos, shape)
+            layer = Input.flat(st.pos, self.whole(st.features, "the number of input features",
+                                                  minimum=1))
+        self.add(layer, ())
 
     def repeat(self, st: ast.Repeat) -> None:
         count = self.whole(st.count, "a repeat count", minimum=0)
         body_layers = _count_layers(st.body, self.params)
-        if len(self.layers) + count * body_layers > MAX_LAYERS:
+        if len(self.nodes) + count * body_layers > MAX_LAYERS:
             raise NetError(f"this repeat unrolls to {count * body_layers:,} layers; the limit is "
                            f"{MAX_LAYERS:,} layers in all", st.pos)
         # A body without layers (only empty repeats) is checked once, not unrolled.
         for _ in range(count if body_layers else min(count, 1)):
             self.block(st.body)
 
-    # layers ----------------------------------------------------------------------
+    def braced(self, st: ast.Block) -> None:
+        if st.kind not in BLOCKS:
+            if st.kind == "branch":
+                raise NetError("`branch { … }` belongs inside a `sum { … }` block", st.pos)
+            raise NetError(f"unknown block '{st.kind}' (blocks: repeat, "
+                           f"{', '.join(BLOCKS)})", st.pos)
+        if self.current is None:
+            raise NetError(f"a {st.kind} block before the `input` line", st.pos)
+        if len(self.nodes) + _count_layers([st], self.params) > MAX_LAYERS:
+            raise NetError(f"the network has more than {MAX_LAYERS:,} layers", st.pos)
+        BLOCKS[st.kind](st, self)
+
+    # -- layers -------------------------------------------------------------------------
     def layer(self, st: ast.LayerStmt) -> Layer:
-        if self.input is None:
+        if self.current is None:
             raise NetError("a layer before the `input` line", st.pos)
-        if st.kind not in LAYERS:
-            raise NetError(f"unknown layer '{st.kind}' (layers: {', '.join(LAYERS)})", st.pos)
-        takes_size, allowed, flags = LAYERS[st.kind]
+        cls = LAYERS.get(st.kind)
+        if cls is None:
+            hint = ""
+            if st.kind in BLOCKS or st.kind in ("repeat", "branch"):
+                hint = f" ('{st.kind}' is a block: `{st.kind} {{ … }}`)"
+            raise NetError(f"unknown layer '{st.kind}'{hint} (layers: {', '.join(LAYERS)})",
+                           st.pos)
+        takes_size = cls.window == WINDOW
         if takes_size and st.size is None:
-            raise NetError(f"{st.kind} needs a window size, e.g. `{st.kind} 3x3`", st.pos)
+            raise NetError(f"{st.kind} needs a window size, e.g. `{st.kind} 3x3` (`{st.kind} 3`"
+                           f" for sequences)", st.pos)
         if not takes_size and st.size is not None:
             raise NetError(f"{st.kind} takes no size", st.size.pos)
+        if st.size is not None and min(st.size.dims) < 1:
+            raise NetError(f"{st.kind} window sizes must be at least 1", st.size.pos)
+        allowed = {opt.name: opt for opt in cls.options}
         seen: dict[str, ast.Option] = {}
         for opt in st.options:
             if opt.key not in allowed:
-                hint = f" (options: {', '.join(allowed)})" if allowed else " (it has no options)"
+                names = ", ".join(allowed)
+                hint = f" (options: {names})" if names else " (it has no options)"
+                if opt.key in cls.flags:
+                    hint = f" ('{opt.key}' is a flag: write it alone)"
                 raise NetError(f"unknown option '{opt.key}' for {st.kind}{hint}", opt.pos)
             if opt.key in seen:
                 raise NetError(f"option '{opt.key}' is given twice", opt.pos)
             seen[opt.key] = opt
+        flags: set[str] = set()
         for flag in st.flags:
-            if flag.name not in flags:
+            if flag.name not in cls.flags:
                 if flag.name in allowed:
                     raise NetError(f"option '{flag.name}' needs a value: {flag.name}=...",
                                    flag.pos)
-                hint = f" (flags: {', '.join(flags)})" if flags else ""
+                hint = f" (flags: {', '.join(cls.flags)})" if cls.flags else ""
                 raise NetError(f"unknown flag '{flag.name}' for {st.kind}{hint}", flag.pos)
-        fixed = any(f.name == "fixed" for f in st.flags)
-        size = self.size(st) if takes_size else None
-        pos = st.pos
+            flags.add(flag.name)
+        values = {name: (opt.read(seen[name].value, self) if name in seen else opt.default)
+                  for name, opt in allowed.items()}
+        return cls.build(st.pos, st.size, values, flags, self)
 
-        if st.kind == "dense":
-            return Dense(pos, self.std(seen, "W", 1.0), self.std(seen, "b", 0.0), fixed)
-        if st.kind == "conv":
-            stride = self.whole(seen["stride"].value, "a stride", 1) if "stride" in seen else 1
-            return Conv(pos, size, stride, self.padding(seen, "conv", "same"),
-                        self.std(seen, "W", 1.0), self.std(seen, "b", 0.0), fixed)
-        if st.kind == "avgpool":
-            if "stride" in seen:
-                s = self.whole(seen["stride"].value, "a stride", 1)
-                stride = (s, s)
-            else:
-                stride = size
-            return AvgPool(pos, size, stride, self.padding(seen, "avgpool", "valid"))
-        if st.kind == "relu":
-            return Activation(pos, "abrelu", "relu", 0.0, 1.0)
-        if st.kind == "abrelu":
-            return Activation(pos, "abrelu", "abrelu", self.real(seen, "a", 0.0),
-                              self.real(seen, "b", 1.0))
-        if st.kind == "leaky_relu":
-            alpha = self.real(seen, "alpha", 0.01)
-            return Activation(pos, "abrelu", "leaky_relu", alpha, 1.0)
-        if st.kind == "erf":
-            return Activation(pos, "erf", "erf")
-        if st.kind == "identity":
-            return Activation(pos, "identity", "identity")
-        if st.kind == "gap":
-            return GlobalAvgPool(pos)
-        if st.kind == "flatten":
-            return Flatten(pos)
-        raise AssertionError(st.kind)  # pragma: no cover
+    # -- values (the Option readers call these) -----------------------------------------
+    def number(self, value) -> Value:
+        if not isinstance(value, (ast.Number, ast.Name, ast.Call, ast.BinOp, ast.Neg)):
+            raise NetError("expected a number here", value.pos)
+        return evaluate(value, self.params)
 
-    # values ----------------------------------------------------------------------
-    def whole(self, expr: ast.Expr, what: str, minimum: int) -> int:
-        value = evaluate(expr, self.params)
+    def whole(self, expr, what: str, minimum: int) -> int:
+        value = self.number(expr)
         n = as_whole(value)
         if n is None:
             raise NetError(f"{what} must be a whole number, got {value:g}", expr.pos)
@@ -228,43 +244,15 @@ class _Lowering:
             raise NetError(f"{what} must be at least {minimum}, got {n}", expr.pos)
         return n
 
-    def size(self, st: ast.LayerStmt) -> tuple[int, int]:
-        dims = st.size.dims
-        if len(dims) != 2:
-            raise NetError(f"{st.kind} takes a 2-d size like 3x3, got {'x'.join(map(str, dims))}",
-                           st.size.pos)
-        if min(dims) < 1:
-            raise NetError(f"{st.kind} window sizes must be at least 1", st.size.pos)
-        return dims[0], dims[1]
-
-    def std(self, seen: dict, key: str, default: float) -> float:
-        value = self.real(seen, key, default)
-        if value < 0:
-            raise NetError(f"{key} is a standard deviation and must be >= 0, got {value:g}",
-                           seen[key].value.pos)
-        return value
-
-    def real(self, seen: dict, key: str, default: float) -> float:
-        if key not in seen:
-            return float(default)
-        return float(evaluate(seen[key].value, self.params))
-
-    def padding(self, seen: dict, kind: str, default: str) -> str:
-        if "pad" not in seen:
-            return default
-        value = seen["pad"].value
-        allowed = PADDINGS[kind]
-        if not isinstance(value, ast.Name) or value.name not in allowed:
-            raise NetError(f"pad must be one of {', '.join(allowed)} for {kind}", value.pos)
-        return value.name
-
 
 def _count_layers(statements, params: dict) -> int:
-    """Layers a block unrolls to, computed without unrolling it."""
+    """Layers a block unrolls to, computed without unrolling it (a sum counts one)."""
     total = 0
     for st in statements:
         if isinstance(st, ast.LayerStmt):
             total += 1
+        elif isinstance(st, ast.Block):
+            total += 1 + _count_layers(st.body, params)
         elif isinstance(st, ast.Repeat):
             n = as_whole(evaluate(st.count, params))
             if n is None or n < 0:

@@ -2,14 +2,19 @@
 
 The grammar lives in ``infinet/grammar.lark`` (LALR(1), positions kept).  The
 transformer only builds AST dataclasses; all checks of meaning happen in lower.py.
+Nothing here recurses on the depth of the source: the tree is built by lark's
+non-recursive transformer, numbers are bounded in length and blocks in nesting depth,
+so any input gives a located error or a tree, never a RecursionError.
 """
 from __future__ import annotations
 
 import functools
+import math
 from importlib import resources
 
 import lark
-from lark import Lark, Token, Transformer, v_args
+from lark import Lark, Token, v_args
+from lark.visitors import Transformer_NonRecursive
 
 from ..errors import NetError, SourcePos
 from . import ast
@@ -27,6 +32,10 @@ _TERMINAL_TEXT = {
     "RPAR": "')'",
     "EQUAL": "'='",
     "ADD_OP": "'+' or '-'",
+    "STRING": "a quoted string",
+    "LSQB": "'['",
+    "RSQB": "']'",
+    "COMMA": "','",
     "MUL_OP": "'*' or '/'",
     "PLUS": "'+'",
     "MINUS": "'-'",
@@ -41,7 +50,13 @@ def _parser() -> Lark:
                 maybe_placeholders=False)
 
 
-class _Builder(Transformer):
+#: the longest number literal accepted (Python refuses to convert longer digit strings)
+MAX_NUMBER_DIGITS = 400
+#: how deeply `repeat` and other blocks may nest
+MAX_BLOCK_DEPTH = 100
+
+
+class _Builder(Transformer_NonRecursive):
     def __init__(self, filename: str, lines: list[str]):
         super().__init__()
         self.filename = filename
@@ -85,12 +100,23 @@ class _Builder(Transformer):
         return ast.Repeat(children[0], tuple(children[1:]), self.pos_of(meta))
 
     @v_args(meta=True)
+    def block(self, meta, children):
+        return ast.Block(str(children[0]), tuple(children[1:]), self.pos_of(children[0]))
+
+    @v_args(meta=True)
     def layer(self, meta, children):
         kind = children[0]
         rest = children[1:]
         size = None
         if rest and isinstance(rest[0], Token) and rest[0].type == "SIZE":
             size = self._size(rest[0])
+            rest = rest[1:]
+        elif rest and isinstance(rest[0], Token) and rest[0].type == "NUMBER":
+            text = str(rest[0])
+            if not text.isdigit() or len(text) > 9:
+                raise _Located(f"a window size must be a whole number, got {text}",
+                               self.pos_of(rest[0]))
+            size = ast.Size((int(text),), self.pos_of(rest[0]))
             rest = rest[1:]
         options = tuple(c for c in rest if isinstance(c, ast.Option))
         flags = tuple(c for c in rest if isinstance(c, ast.Flag))
@@ -100,17 +126,34 @@ class _Builder(Transformer):
         key, value = children
         return ast.Option(str(key), value, self.pos_of(key))
 
+    def string(self, children):
+        tok = children[0]
+        return ast.String(str(tok)[1:-1], self.pos_of(tok))
+
+    @v_args(meta=True)
+    def list(self, meta, children):
+        return ast.ListValue(tuple(children), self.pos_of(meta))
+
     def flag(self, children):
         return ast.Flag(str(children[0]), self.pos_of(children[0]))
 
     def _size(self, tok: Token) -> ast.Size:
-        return ast.Size(tuple(int(d) for d in str(tok).split("x")), self.pos_of(tok))
+        parts = str(tok).split("x")
+        if any(len(d) > 9 for d in parts):
+            raise _Located("this size is too large", self.pos_of(tok))
+        return ast.Size(tuple(int(d) for d in parts), self.pos_of(tok))
 
     # expressions -------------------------------------------------------------
     def number(self, children):
         tok = children[0]
         text = str(tok)
+        if len(text) > MAX_NUMBER_DIGITS:
+            raise _Located(f"this number has {len(text):,} characters; the longest accepted is "
+                           f"{MAX_NUMBER_DIGITS}", self.pos_of(tok))
         value = int(text) if text.isdigit() else float(text)
+        if isinstance(value, float) and not math.isfinite(value):
+            raise _Located(f"{text} is too large for a double (it would be inf)",
+                           self.pos_of(tok))
         return ast.Number(value, self.pos_of(tok))
 
     def name(self, children):
@@ -164,14 +207,50 @@ def _syntax_error(err: lark.exceptions.UnexpectedInput, filename: str, lines: li
     return NetError(msg, SourcePos(filename, line, col, src))
 
 
+class _Located(Exception):
+    """A check of the builder (raised inside lark, re-raised as a NetError)."""
+
+    def __init__(self, message: str, pos: SourcePos):
+        super().__init__(message)
+        self.message, self.pos = message, pos
+
+
+def _build(tree, filename: str, lines: list[str]):
+    try:
+        return _Builder(filename, lines).transform(tree)
+    except _Located as err:
+        raise NetError(err.message, err.pos) from None
+    except lark.exceptions.VisitError as err:
+        if isinstance(err.orig_exc, _Located):
+            raise NetError(err.orig_exc.message, err.orig_exc.pos) from None
+        raise
+
+
+def _check_nesting(source: str, filename: str, lines: list[str]) -> None:
+    """Blocks nested deeper than MAX_BLOCK_DEPTH are refused before anything recurses."""
+    depth = 0
+    for number, line in enumerate(lines, 1):
+        code = line.split("#", 1)[0]
+        for col, ch in enumerate(code, 1):
+            if ch == "{":
+                depth += 1
+                if depth > MAX_BLOCK_DEPTH:
+                    raise NetError(f"blocks are nested more than {MAX_BLOCK_DEPTH} deep",
+                                   SourcePos(filename, number, col, line))
+            elif ch == "}":
+                depth -= 1
+
+
 def parse(source: str, filename: str = "<string>") -> ast.Program:
     """Parse ``.net`` source text; raise :class:`NetError` on a syntax error."""
+    source = source.removeprefix("\ufeff")          # a UTF-8 byte order mark
     lines = source.splitlines()
+    _check_nesting(source, filename, lines)
     try:
         tree = _parser().parse(source, start="start")
     except lark.exceptions.UnexpectedInput as err:
         raise _syntax_error(err, filename, lines) from None
-    statements = _Builder(filename, lines).transform(tree)
+    statements = _build(tree, filename, lines)
     return ast.Program(filename, source, statements)
 
 
@@ -182,4 +261,4 @@ def parse_expression(text: str, filename: str = "<command line>") -> ast.Expr:
         tree = _parser().parse(text, start="expr")
     except lark.exceptions.UnexpectedInput as err:
         raise _syntax_error(err, filename, lines) from None
-    return _Builder(filename, lines).transform(tree)
+    return _build(tree, filename, lines)

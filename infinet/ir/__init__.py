@@ -1,7 +1,7 @@
-"""The analysed intermediate representation: typed layers, shapes, demand and cost."""
-from .layers import (Activation, AvgPool, Conv, Dense, Flatten, GlobalAvgPool, Input, Layer,
-                     Shape)
-from .plan import LayerPlan, Plan
+"""The analysed intermediate representation: the network graph with shapes, demand and cost.
 
-__all__ = ["Activation", "AvgPool", "Conv", "Dense", "Flatten", "GlobalAvgPool", "Input",
-           "Layer", "LayerPlan", "Plan", "Shape"]
+The layer kinds themselves live in :mod:`infinet.layers` (one class per kind).
+"""
+from .plan import NodePlan, Plan, analyse
+
+__all__ = ["NodePlan", "Plan", "analyse"]

@@ -1,18 +1,18 @@
 """The analysed plan: the single description every backend consumes.
 
-A :class:`Plan` is the network after parsing, lowering, shape inference, demand
-analysis and costing.  ``plan.layers[0]`` is the input; state ``i`` is the
-covariance after ``plan.layers[i]``.  Backends read only this object.
+A :class:`Plan` is the network graph after parsing, lowering, shape inference, demand
+analysis and costing.  ``plan.nodes[0]`` is the input; state ``i`` is the covariance
+after ``plan.nodes[i]``, which reads the states ``plan.nodes[i].inputs``; the last node
+is the output.  Backends read only this object.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
+from functools import cached_property
 
-from . import cost as cost_model
+from ..layers.base import Demand, Layer, LayerCost, Shape, StateInfo, ZERO_COST
 from . import demand as demand_analysis
-from .layers import Activation, Conv, Dense, Input, Layer, Shape
-from .shapes import infer_shapes
+from .shapes import infer_states
 
 #: Unrolled networks longer than this are refused (they are almost surely a typo in a
 #: repeat count, and would take forever to analyse).
@@ -20,15 +20,29 @@ MAX_LAYERS = 10_000
 
 
 @dataclass(frozen=True)
-class LayerPlan:
+class NodePlan:
     index: int
     layer: Layer
-    shape: Shape                         # output shape
-    pair_demand: demand_analysis.Demand  # offsets of state `index` needed for K(x, x')
-    self_demand: demand_analysis.Demand  # offsets of state `index` needed per input
-    pair_cost: cost_model.LayerCost
-    self_cost: cost_model.LayerCost
-    trains_ntk: bool                     # adds its Σ' to Θ' (dense/conv, not fixed)
+    inputs: tuple[int, ...]              # the states it reads
+    info: StateInfo                      # output shape and flags
+    pair_demand: Demand                  # offsets of state `index` needed for K(x, x')
+    self_demand: Demand                  # offsets of state `index` needed per input
+    pair_cost: LayerCost
+    self_cost: LayerCost
+    consumers: tuple[int, ...] = ()      # the nodes that read state `index`
+
+    @property
+    def shape(self) -> Shape:
+        return self.info.shape
+
+    @property
+    def trains_ntk(self) -> bool:
+        """Adds its Σ' to Θ' (a dense/conv layer that is not fixed)."""
+        return self.layer.trains
+
+    def __repr__(self) -> str:
+        return (f"<node {self.index}: {self.layer.describe()} <- {list(self.inputs)}, "
+                f"{self.shape}>")
 
 
 @dataclass(frozen=True)
@@ -37,74 +51,96 @@ class Plan:
     filename: str
     source: str
     params: dict[str, float | int]
-    layers: tuple[LayerPlan, ...]
+    nodes: tuple[NodePlan, ...]
     notes: tuple[str, ...] = field(default_factory=tuple)
 
+    def __repr__(self) -> str:
+        return f"<infinet plan {self.name}: {len(self.nodes) - 1} layers, input {self.input_shape}>"
+
     @property
-    def input(self) -> Input:
-        return self.layers[0].layer
+    def input(self) -> Layer:
+        return self.nodes[0].layer
 
     @property
     def input_shape(self) -> Shape:
-        return self.layers[0].shape
+        return self.nodes[0].shape
+
+    @property
+    def output(self) -> NodePlan:
+        return self.nodes[-1]
 
     @property
     def data_shape(self) -> tuple[int, ...]:
-        """Per-sample array shape the data must have: (H, W, C) or (D,)."""
+        """Per-sample array shape the data must have: (*spatial, C) or (D,)."""
         s = self.input_shape
         return tuple(s.spatial) + (s.channels,)
 
     @property
-    def pair_total(self) -> cost_model.LayerCost:
-        return sum((lp.pair_cost for lp in self.layers), cost_model.ZERO)
+    def pair_total(self) -> LayerCost:
+        return sum((n.pair_cost for n in self.nodes), ZERO_COST)
 
     @property
-    def self_total(self) -> cost_model.LayerCost:
-        return sum((lp.self_cost for lp in self.layers), cost_model.ZERO)
+    def self_total(self) -> LayerCost:
+        return sum((n.self_cost for n in self.nodes), ZERO_COST)
 
     @property
     def peak_entries(self) -> int:
         """Largest state, in entries per pair, over the pair and self passes."""
-        return max(max(lp.pair_cost.entries, lp.self_cost.entries) for lp in self.layers)
+        return max(max(n.pair_cost.entries, n.self_cost.entries) for n in self.nodes)
 
-    @property
-    def activation_indices(self) -> tuple[int, ...]:
-        """Layers whose input variances v(x)[p] the pair pass needs from the self pass."""
-        return tuple(lp.index for lp in self.layers
-                     if isinstance(lp.layer, Activation) and lp.layer.nonlinear
-                     and lp.pair_demand is not None)
+    @cached_property
+    def variance_states(self) -> tuple[int, ...]:
+        """States whose self-variances v(x)[p] the pair pass reads (the inputs of the
+        needed layers that act given the variances)."""
+        return _variance_states(self.nodes, [n.pair_demand for n in self.nodes])
 
     def self_variance_entries(self) -> int:
-        """Self-variance numbers stored per input (one per position per activation)."""
-        return sum(max(self.layers[i - 1].shape.positions, 1) for i in self.activation_indices)
+        """Self-variance numbers stored per input (one per position per variance state)."""
+        return sum(max(self.nodes[s].shape.positions, 1) for s in self.variance_states)
 
     def counts(self) -> dict[str, int]:
         out: dict[str, int] = {}
-        for lp in self.layers[1:]:
-            name = getattr(lp.layer, "name", lp.layer.kind)
-            out[name] = out.get(name, 0) + 1
+        for n in self.nodes[1:]:
+            out[n.layer.keyword] = out.get(n.layer.keyword, 0) + 1
         return out
 
 
-def analyse(name: str, filename: str, source: str, params: dict, layers: list[Layer]) -> Plan:
-    """Shapes → demand → cost, packaged as a :class:`Plan`."""
-    shapes = infer_shapes(layers)
-    pair = demand_analysis.pair_demand(layers, shapes)
-    self_ = demand_analysis.self_demand(layers, shapes)
+def _variance_states(nodes, pair_demand) -> tuple[int, ...]:
+    found = {n.inputs[0] for n in nodes
+             if n.layer.variance_stat is not None and pair_demand[n.index] is not None}
+    return tuple(sorted(found))
+
+
+def analyse(name: str, filename: str, source: str, params: dict, nodes) -> Plan:
+    """Shapes → demand → cost, packaged as a :class:`Plan` (``nodes``: the lowered graph)."""
+    states = infer_states(nodes)
+    shapes = [s.shape for s in states]
+    pair = demand_analysis.pair_demand(nodes, shapes)
+    variance = _variance_states(nodes, pair)
+    self_ = demand_analysis.self_demand(nodes, shapes, variance)
+    consumers: dict[int, list[int]] = {n.index: [] for n in nodes}
+    for n in nodes:
+        for j in n.inputs:
+            consumers[j].append(n.index)
     planned = []
-    for i, layer in enumerate(layers):
-        prev_shape = shapes[i - 1] if i else shapes[0]
-        prev_pair = pair[i - 1] if i else None
-        prev_self = self_[i - 1] if i else None
-        planned.append(LayerPlan(
-            index=i, layer=layer, shape=shapes[i], pair_demand=pair[i], self_demand=self_[i],
-            pair_cost=cost_model.layer_cost(layer, prev_shape, shapes[i], prev_pair, pair[i]),
-            self_cost=cost_model.layer_cost(layer, prev_shape, shapes[i], prev_self, self_[i],
-                                            with_ntk=False),
-            trains_ntk=isinstance(layer, (Dense, Conv)) and not layer.fixed,
-        ))
+    for n in nodes:
+        ins = [shapes[j] for j in n.inputs]
+        planned.append(NodePlan(
+            index=n.index, layer=n.layer, inputs=n.inputs, info=states[n.index],
+            pair_demand=pair[n.index], self_demand=self_[n.index],
+            pair_cost=_cost(n.layer, ins, shapes[n.index], [pair[j] for j in n.inputs],
+                            pair[n.index], True),
+            self_cost=_cost(n.layer, ins, shapes[n.index], [self_[j] for j in n.inputs],
+                            self_[n.index], False),
+            consumers=tuple(consumers[n.index])))
     return Plan(name=name, filename=filename, source=source, params=dict(params),
-                layers=tuple(planned))
+                nodes=tuple(planned))
+
+
+def _cost(layer, ins, out, demand_in, demand_out, with_ntk) -> LayerCost:
+    if demand_out is None:
+        return ZERO_COST
+    return layer.cost(ins, out, demand_in, demand_out, with_ntk)
 
 
 def human_count(x: float) -> str:
@@ -121,4 +157,4 @@ def human_bytes(n: float) -> str:
     return f"{int(n)} B"
 
 
-__all__ = ["LayerPlan", "MAX_LAYERS", "Plan", "analyse", "human_bytes", "human_count", "math"]
+__all__ = ["MAX_LAYERS", "NodePlan", "Plan", "analyse", "human_bytes", "human_count"]

@@ -1,17 +1,16 @@
-"""Which executor runs a plan.  Every backend consumes the same :class:`Plan`.
+"""Which executor runs a compiled kernel.  Every backend consumes the same plan.
 
-A backend executor provides ``self_variances(x)`` and ``pairs(x1, x2, rows1, rows2, v1,
-v2)`` with the semantics of :class:`~infinet.runtime.reference.ReferenceExecutor`; the
-batching, symmetry and memory bound live in evaluate.py, once for all backends.
+The NumPy reference reads the plan itself; the generated-code backends (cpu, cuda)
+receive the kernel program and the source the pipeline made (``k.kernel_program``,
+``k.cpu_source``, ``k.cuda_source``), so what runs is exactly what ``infinet cuda``
+prints.  The executor interface is in executor.py.
 """
 from __future__ import annotations
 
 import sys
 
-import numpy as np
-
 from ..errors import UsageError
-from ..ir.plan import Plan
+from .executor import DTYPES, check_dtype
 from .reference import ReferenceExecutor
 
 BACKENDS = ("auto", "numpy", "cpu", "cuda")
@@ -20,14 +19,6 @@ BACKENDS = ("auto", "numpy", "cpu", "cuda")
 #: generated code takes a second or two, more than such a job takes in NumPy.
 AUTO_MIN_FLOPS = 2e8
 _notified: set[str] = set()
-DTYPES = ("float64", "float32")
-
-
-def check_dtype(dtype) -> np.dtype:
-    name = np.dtype(dtype).name if not isinstance(dtype, str) else dtype
-    if name not in DTYPES:
-        raise UsageError(f"unknown dtype '{dtype}' (choose float64 or float32)")
-    return np.dtype(name)
 
 
 def cuda_usable() -> bool:
@@ -54,7 +45,7 @@ def check_backend(name: str) -> str:
     return name
 
 
-def resolve_backend(name: str, plan: Plan | None = None, pairs: int | None = None) -> str:
+def resolve_backend(name: str, plan=None, pairs: int | None = None) -> str:
     """The backend that runs: ``auto`` → cuda where a GPU is usable, else cpu where a
     compiler works, else numpy (with a one-line notice).  Given the plan and the number
     of pairs, ``auto`` keeps jobs too small to repay compiling on numpy."""
@@ -71,14 +62,24 @@ def resolve_backend(name: str, plan: Plan | None = None, pairs: int | None = Non
     return "numpy"
 
 
-def make_executor(plan: Plan, backend: str, dtype, pairs: int | None = None):
-    """An executor for ``plan``; ``pairs`` (how many will be evaluated) guides ``auto``."""
+def make_executor(kernel, backend: str, dtype, pairs: int | None = None, ntk: bool = True):
+    """An executor for a :class:`~infinet.runtime.kernel.CompiledKernel` (a bare plan is
+    wrapped in one, so its later pipeline stages are made once, there); ``pairs`` (how
+    many will be evaluated) guides ``auto``."""
+    if not hasattr(kernel, "kernel_program"):
+        from .kernel import CompiledKernel
+        kernel = CompiledKernel.from_plan(kernel)
+    plan = kernel.plan
     backend = resolve_backend(backend, plan, pairs)
     dtype = check_dtype(dtype)
     if backend == "cpu":
         from .cpu import CpuExecutor
-        return CpuExecutor(plan, dtype)
+        return CpuExecutor(kernel.kernel_program, kernel.cpu_source, dtype, ntk)
     if backend == "cuda":
         from .cuda import CudaExecutor
-        return CudaExecutor(plan, dtype)
-    return ReferenceExecutor(plan, dtype)
+        return CudaExecutor(kernel.kernel_program, kernel.cuda_source, dtype, ntk)
+    return ReferenceExecutor(plan, dtype, ntk)
+
+
+__all__ = ["AUTO_MIN_FLOPS", "BACKENDS", "DTYPES", "check_backend", "check_dtype",
+           "cpu_usable", "cuda_usable", "make_executor", "resolve_backend"]

@@ -1,7 +1,7 @@
 """What the generated-code executors (CPU and CUDA) share: variance tables and packing.
 
 The generated kernels read every self-variance of an input from one packed row
-``vt[r, :]`` (layout: ``KernelProgram.vtable``, layer → (offset, size)).  The per-input
+``vt[r, :]`` (layout: ``KernelProgram.vtable``, state → (offset, size)).  The per-input
 pass writes that row; :class:`VarianceTables` is the ``{layer: array}`` dict the
 executor interface promises, with the packed array kept alongside so the pair pass
 never repacks it.
@@ -14,7 +14,7 @@ from ..codegen.program import KernelProgram
 
 
 class VarianceTables(dict):
-    """{layer index: v [N, *spatial] or [N]}, views into ``packed`` [N, VT]."""
+    """{state index: v [N, *spatial] or [N]}, views into ``packed`` [N, VT]."""
 
     packed: np.ndarray
 
@@ -24,7 +24,7 @@ class VarianceTables(dict):
         out.packed = packed
         n = packed.shape[0]
         for index, (offset, size) in prog.vtable.items():
-            spatial = tuple(prog.plan.layers[index - 1].shape.spatial)
+            spatial = tuple(prog.plan.nodes[index].shape.spatial)
             out[index] = packed[:, offset:offset + size].reshape((n,) + spatial)
         return out
 

@@ -1,7 +1,7 @@
 """The CPU target: the generated kernels compiled as C++ (OpenMP over work items).
 
-``CpuExecutor`` has the executor interface of the reference (``self_variances``,
-``pairs``); the source it runs is ``executor.source`` (also ``k.cpu_source``).
+``CpuExecutor`` has the executor interface (runtime/executor.py); it runs the source the
+pipeline generated (``k.cpu_source``) for the kernel program it was given.
 """
 from __future__ import annotations
 
@@ -11,32 +11,27 @@ import re
 import numpy as np
 
 from ..codegen import cpujit
-from ..codegen.program import lower_program
-from ..codegen.render import render
+from ..codegen.program import KernelProgram
 from ..errors import InfinetError
-from ..ir.plan import Plan
 from .compiled import VarianceTables, pack
+from .executor import Executor
 
 _SUFFIX = {"float64": "f64", "float32": "f32"}
 
 
-def cpu_source(plan: Plan) -> str:
-    return render(lower_program(plan), "cpu")
-
-
-class CpuExecutor:
+class CpuExecutor(Executor):
     name = "cpu"
 
-    def __init__(self, plan: Plan, dtype):
-        self.plan = plan
-        self.dtype = np.dtype(dtype)
-        self.program = lower_program(plan)
-        self.source = render(self.program, "cpu")
-        stem = re.sub(r"[^A-Za-z0-9_]+", "_", plan.name)[:40] or "net"
+    def __init__(self, program: KernelProgram, source: str, dtype, ntk: bool = True):
+        super().__init__(program.plan, dtype, ntk)
+        self.program = program
+        self.source = source
+        stem = re.sub(r"[^A-Za-z0-9_]+", "_", program.name)[:40] or "net"
         self.lib = cpujit.load(self.source, f"infinet-{stem}")
         suffix = _SUFFIX[self.dtype.name]
-        self._pair = self._entry(f"infinet_pair_{suffix}")
-        self._self = self._entry(f"infinet_self_{suffix}") if self.program.self_.active else None
+        pair = program.pair if (ntk or not program.pairk.active) else program.pairk
+        self._pair = self._entry(f"infinet_{pair.pass_}_{suffix}")
+        self._self = self._entry(f"infinet_self_{suffix}") if program.self_.active else None
 
     def _entry(self, name):
         fn = getattr(self.lib, name)
@@ -66,7 +61,7 @@ class CpuExecutor:
         return self._padded((len(x), int(np.prod(x.shape[1:], dtype=np.int64))),
                             x.reshape(len(x), -1))
 
-    def self_variances(self, x) -> VarianceTables:
+    def _self_variances(self, x) -> VarianceTables:
         x = self._x(x)
         n = len(x)
         packed = self._padded((n, max(self.program.vt_size, 1)))
@@ -75,7 +70,7 @@ class CpuExecutor:
             self._call(self._self, n, x, x, rows, rows, packed, packed, packed, None, None)
         return VarianceTables.from_packed(self.program, packed)
 
-    def pairs(self, x1, x2, rows1, rows2, v1, v2):
+    def _pairs(self, x1, x2, rows1, rows2, v1, v2):
         x1 = self._x(x1)
         x2 = x1 if x2 is x1 else self._x(x2)
         r1 = np.ascontiguousarray(rows1, dtype=np.int64)

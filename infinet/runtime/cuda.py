@@ -6,8 +6,8 @@ binary across processes).  Every stage is one kernel launch over (item, plane) w
 items, one thread block each; a tail kernel finishes each pair.  ``--fmad=false`` keeps
 the arithmetic identical to the CPU target and the NumPy reference (see math.j2).
 
-NOTE: this module needs CuPy and a CUDA device; it is exercised by the ``gpu`` tests
-(tests/test_cuda_gpu.py) and benchmarks/gpu_check.sh.
+NOTE: this module needs CuPy and a CUDA device (or the test suite's host emulation of
+one, tests/cuda_emu); it is exercised by the ``cuda`` tests and benchmarks/gpu_check.sh.
 """
 from __future__ import annotations
 
@@ -17,11 +17,11 @@ from functools import lru_cache
 
 import numpy as np
 
-from ..codegen.program import lower_program
-from ..codegen.render import SHARED_LIMIT, render
+from ..codegen.program import KernelProgram
+from ..codegen.render import SHARED_LIMIT
 from ..errors import InfinetError
-from ..ir.plan import Plan
 from .compiled import VarianceTables, pack
+from .executor import Executor
 
 NVRTC_OPTIONS = ("--std=c++17", "--fmad=false")
 #: device memory for the materialised states of one launch sequence
@@ -52,19 +52,19 @@ def module_for(source: str):
     return _MODULES[key]
 
 
-class CudaExecutor:
+class CudaExecutor(Executor):
     name = "cuda"
 
-    def __init__(self, plan: Plan, dtype):
+    def __init__(self, program: KernelProgram, source: str, dtype, ntk: bool = True):
         if not cuda_usable():
             raise InfinetError("--backend cuda: no usable CUDA GPU (needs CuPy: pip install "
                                "'infinet[cuda]', a driver and a device)")
+        super().__init__(program.plan, dtype, ntk)
         import cupy
         self.cp = cupy
-        self.plan = plan
-        self.dtype = np.dtype(dtype)
-        self.program = lower_program(plan)
-        self.source = render(self.program, "cuda")
+        self.program = program
+        self.source = source
+        self.pair_pass = program.pair if (ntk or not program.pairk.active) else program.pairk
         self.module = module_for(self.source)
         self.suffix = _SUFFIX[self.dtype.name]
         dev = cupy.cuda.Device()
@@ -91,42 +91,30 @@ class CudaExecutor:
         cp = self.cp
         null = np.uint64(0)
         itemsize = self.dtype.itemsize
-        per_item = max(1, pas.buffer_entries() + 2 * max(
-            (st.nplanes for st in pas.stages if st.sink == "readout"), default=0))
+        per_item = max(1, pas.buffer_entries())
         chunk = max(1, min(items, DEVICE_BUDGET // (per_item * itemsize)))
         for c0 in range(0, items, chunk):
             n = min(chunk, items - c0)
             rows1, rows2 = r1[c0:c0 + n], r2[c0:c0 + n]
             ok = null if out_k is None else out_k[c0:c0 + n]
             ot = null if out_t is None else out_t[c0:c0 + n]
-            part_k = part_t = null
-            prev_k = prev_t = null
+            buffers = {name: cp.empty(n * entries, self.dtype)
+                       for name, entries, _ in pas.buffers}
+            named = tuple(buffers.get(name, null) for name in self.program.buffer_names)
+            head = (x1, x2, rows1, rows2, vt1, vt2, vrec, ok, ot) + named
             for st in pas.stages:
-                bout_k = bout_t = null
-                if st.sink == "buffer":
-                    bout_k = cp.empty(n * st.state_entries(), self.dtype)
-                    if st.t_live:
-                        bout_t = cp.empty(n * st.state_entries(), self.dtype)
-                elif st.sink == "readout":
-                    part_k = cp.zeros(n * st.nplanes, self.dtype)
-                    part_t = cp.zeros(n * st.nplanes, self.dtype)
                 work = n * st.nplanes
                 grid = int(min(work, self.max_blocks))
                 gscratch = null
                 if st.scratch * itemsize > SHARED_LIMIT:
                     gscratch = cp.empty(grid * st.scratch, self.dtype)
                 kern = self.module.get_function(f"{st.name}_{self.suffix}")
-                kern((grid,), (st.threads,),
-                     (x1, x2, rows1, rows2, vt1, vt2, prev_k, prev_t, bout_k, bout_t, part_k,
-                      part_t, vrec, ok, ot, gscratch, np.int64(n)))
-                prev_k, prev_t = bout_k, bout_t
+                kern((grid,), (st.threads,), head + (gscratch, np.int64(n)))
             tail = self.module.get_function(f"{pas.pass_}_tail_{self.suffix}")
-            tail((math.ceil(n / 128),), (128,),
-                 (x1, x2, rows1, rows2, vt1, vt2, null, null, null, null, part_k, part_t, vrec,
-                  ok, ot, null, np.int64(n)))
+            tail((math.ceil(n / 128),), (128,), head + (null, np.int64(n)))
 
     # -- the executor interface --------------------------------------------------------------
-    def self_variances(self, x) -> VarianceTables:
+    def _self_variances(self, x) -> VarianceTables:
         cp = self.cp
         xd = self._dev(x)
         n = len(xd)
@@ -137,7 +125,7 @@ class CudaExecutor:
                            None, None)
         return VarianceTables.from_packed(self.program, packed)
 
-    def pairs(self, x1, x2, rows1, rows2, v1, v2):
+    def _pairs(self, x1, x2, rows1, rows2, v1, v2):
         cp = self.cp
         on_device = isinstance(x1, cp.ndarray)
         d1 = self._dev(x1)
@@ -150,7 +138,7 @@ class CudaExecutor:
         out_k = cp.full(b, cp.nan, self.dtype)
         out_t = cp.full(b, cp.nan, self.dtype)
         if b:
-            self._run_pass(self.program.pair, b, d1, d2, r1, r2, vt1, vt2, np.uint64(0),
+            self._run_pass(self.pair_pass, b, d1, d2, r1, r2, vt1, vt2, np.uint64(0),
                            out_k, out_t)
         if on_device:
             return out_k, out_t

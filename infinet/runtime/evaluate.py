@@ -29,7 +29,7 @@ class KernelResult:
 
 
 def pair_batch_size(plan, itemsize: int, max_memory: int) -> int:
-    first = plan.layers[0]
+    first = plan.nodes[0]
     channels = first.shape.channels or 1
     per_pair = itemsize * (WORKING_ARRAYS * plan.peak_entries
                            + 2 * channels * max(first.pair_cost.entries, first.self_cost.entries))

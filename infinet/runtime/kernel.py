@@ -1,22 +1,25 @@
-"""The compiled kernel object that ``infinet.compile`` returns."""
+"""The compiled kernel object that ``infinet.compile`` returns: every stage of the pipeline."""
 from __future__ import annotations
 
-import numpy as np
+from functools import cached_property
 
 from ..dsl import ast
 from ..ir.plan import Plan
 from .backends import make_executor, resolve_backend
 from .data import check_inputs
 from .evaluate import KernelResult, evaluate
+from .executor import check_dtype
 
 
 class CompiledKernel:
     """A network compiled to its NNGP/NTK kernel function.
 
     ``k(x1, x2=None)`` → :class:`KernelResult` with ``.nngp`` and ``.ntk`` of shape
-    [N1, N2] (float64 arrays, CuPy arrays when x1 is one; computed in ``dtype``).  ``x2=None`` means x2 = x1, and
-    then the result is exactly symmetric.  Every stage of the compilation is kept:
-    ``k.program`` (the AST) and ``k.plan`` (the analysed IR).
+    [N1, N2] (float64 arrays, CuPy arrays when x1 is one; computed in ``dtype``).
+    ``x2=None`` means x2 = x1, and then the result is exactly symmetric.  Every stage of
+    the compilation is kept: ``k.program`` (the AST), ``k.plan`` (the analysed graph),
+    ``k.kernel_program`` (the code generator's stages over offset planes),
+    ``k.cpu_source`` and ``k.cuda_source`` (the generated C++ and CUDA).
     """
 
     def __init__(self, program: ast.Program, plan: Plan):
@@ -24,33 +27,40 @@ class CompiledKernel:
         self.plan = plan
         self._executors: dict = {}
 
+    @classmethod
+    def from_plan(cls, plan: Plan, program: ast.Program | None = None) -> "CompiledKernel":
+        """The kernel of an analysed plan (the later pipeline stages are made on use)."""
+        return cls(program, plan)
+
     @property
     def name(self) -> str:
         return self.plan.name
 
-    @property
+    @cached_property
+    def kernel_program(self):
+        """The plan lowered to stages over offset planes (infinet/codegen/program.py)."""
+        from ..codegen.program import lower_program
+        return lower_program(self.plan)
+
+    @cached_property
     def cuda_source(self) -> str:
         """The generated CUDA source (self-contained; compiles with plain NVRTC or nvcc)."""
-        return self._source("cuda")
+        from ..codegen.render import render
+        return render(self.kernel_program, "cuda")
 
-    @property
+    @cached_property
     def cpu_source(self) -> str:
         """The same kernels as C++ for the CPU target."""
-        return self._source("cpu")
+        from ..codegen.render import render
+        return render(self.kernel_program, "cpu")
 
-    def _source(self, target: str) -> str:
-        sources = self.__dict__.setdefault("_sources", {})
-        if target not in sources:
-            from ..codegen import generate
-            sources[target] = generate(self.plan, target)
-        return sources[target]
-
-    def executor(self, backend: str = "auto", dtype="float64", pairs: int | None = None):
+    def executor(self, backend: str = "auto", dtype="float64", pairs: int | None = None,
+                 ntk: bool = True):
         """The executor for a backend and dtype (``auto`` resolved with ``pairs``)."""
         backend = resolve_backend(backend, self.plan, pairs)
-        key = (backend, np.dtype(dtype).name if not isinstance(dtype, str) else dtype)
+        key = (backend, check_dtype(dtype).name, bool(ntk))
         if key not in self._executors:
-            self._executors[key] = make_executor(self.plan, backend, dtype)
+            self._executors[key] = make_executor(self, backend, dtype, ntk=ntk)
         return self._executors[key]
 
     def __call__(self, x1, x2=None, *, dtype="float64", backend: str = "auto",
@@ -66,7 +76,7 @@ class CompiledKernel:
         return result
 
     def __repr__(self) -> str:
-        return f"<infinet kernel {self.plan.name}: {len(self.plan.layers) - 1} layers>"
+        return f"<infinet kernel {self.plan.name}: {len(self.plan.nodes) - 1} layers>"
 
 
 def _is_cupy(x) -> bool:

@@ -1,15 +1,17 @@
-"""The NumPy reference executor: the readable definition of every layer (SPEC §2).
+"""The NumPy reference executor: the readable definition of every layer.
 
 A covariance *state* of a pair of inputs (x, x') is stored as an array
-``S[b, i_h, i_w]``: ``b`` runs over a batch of input pairs, and ``i_h`` / ``i_w`` index
-the (p, p') position pairs each spatial axis keeps — exactly the pairs whose offset
-p' - p the demand analysis asked for (:class:`AxisPairs`).  A flat state is ``S[b]``.
+``S[b, i_1, ..., i_r]``: ``b`` runs over a batch of input pairs, and ``i_k`` indexes the
+(p, p') position pairs spatial axis k keeps — exactly the pairs whose offset p' - p the
+demand analysis asked for (:class:`AxisPairs`).  A flat state is ``S[b]``.
 
 Every spatial operation acts on each axis separately, so a conv is "gather the taps
-along w, then along h": a filter tap a maps the output pair (P, P') of an axis to the
-input pair (sP + a - pad, sP' + a - pad), or to a zero slot where that falls in the
-padding.  Pooling maps (P, P') to (sP + a, sP' + a') for every pair of window taps.
-Readouts (flatten, gap) are weighted sums over an axis's pairs.
+along the last axis, then along the one before": a filter tap a maps the output pair
+(P, P') of an axis to the input pair (sP + a - pad, sP' + a - pad), or to a zero slot
+where that falls in the padding.  Pooling maps (P, P') to (sP + a, sP' + a') for every
+pair of window taps.  Readouts (flatten, gap) are sums over an axis's pairs.  The layers
+that act entry by entry given the self-variances evaluate their own formula
+(``Layer.entry``) with NumPy — the same formula the code generator prints.
 
 Two passes use the same machinery:
 
@@ -18,18 +20,22 @@ Two passes use the same machinery:
   its own diagonal;
 * the *pair pass* computes Σ(x, x') and Θ(x, x') for batches of pairs, with v(x) and
   v(x') read from the self pass's tables.
+
+The network is a graph: a state may be read by several layers (a block's input) and a
+sum reads several states.  Each layer reads its inputs in its own layout (the pairs its
+output needs), so a state kept for several readers is restricted for each.
 """
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..ir.demand import Demand
-from ..ir.layers import (Activation, AvgPool, Conv, Dense, Flatten, GlobalAvgPool, Input, Shape,
-                         conv_geometry)
-from ..ir.plan import Plan
+from ..errors import InfinetError
+from ..ir.plan import NodePlan, Plan
+from ..layers.base import Shape, conv_geometry
+from ..layers.mathns import NumpyMath
+from .executor import Executor
 
 
 class AxisPairs:
@@ -39,6 +45,7 @@ class AxisPairs:
         first = [h for d in offsets for h in range(max(0, -d), min(n, n - d))]
         second = [h + d for d in offsets for h in range(max(0, -d), min(n, n - d))]
         self.n = n
+        self.offsets = tuple(offsets)
         self.first = np.asarray(first, dtype=np.intp)
         self.second = np.asarray(second, dtype=np.intp)
         self.count = len(first)
@@ -53,6 +60,10 @@ class AxisPairs:
         out[inside] = found
         return out
 
+    def pairs_of(self, other: "AxisPairs") -> np.ndarray:
+        """Where each pair of ``other`` (a subset layout of the same axis) sits here."""
+        return self.lookup(other.first, other.second, np.ones(other.count, bool))
+
     @property
     def diagonal(self) -> np.ndarray:
         d = self.index[np.arange(self.n), np.arange(self.n)]
@@ -60,7 +71,10 @@ class AxisPairs:
         return d
 
 
-def layout(shape: Shape, demand: Demand) -> tuple[AxisPairs, ...]:
+Layout = tuple[AxisPairs, ...]
+
+
+def layout(shape: Shape, demand) -> Layout:
     return tuple(AxisPairs(n, offs) for n, offs in zip(shape.spatial, demand))
 
 
@@ -83,7 +97,7 @@ def _window_positions(P: np.ndarray, n: int, q: int, stride: int, pad: str, tap:
 
 
 def conv_axis_map(src: AxisPairs, dst: AxisPairs, q: int, stride: int, pad: str) -> AxisMap:
-    """Both positions move by the same tap a (weights are shared): SPEC §2, A(S)."""
+    """Both positions move by the same tap a (weights are shared): A(S)."""
     taps = []
     for a in range(q):
         i, ok_i = _window_positions(dst.first, src.n, q, stride, pad, a)
@@ -92,15 +106,16 @@ def conv_axis_map(src: AxisPairs, dst: AxisPairs, q: int, stride: int, pad: str)
     return AxisMap(np.stack(taps), 1.0 / q)
 
 
-def pool_axis_map(src: AxisPairs, dst: AxisPairs, w: int, stride: int, pad: str) -> AxisMap:
-    """Every pair of window taps (a, a'): the covariance of two window means."""
+def pool_axis_map(src: AxisPairs, dst: AxisPairs, w: int, stride: int, pad: str,
+                  weight: float) -> AxisMap:
+    """Every pair of window taps (a, a'): the covariance of two window sums."""
     taps = []
     for a in range(w):
         i, ok_i = _window_positions(dst.first, src.n, w, stride, pad, a)
         for a2 in range(w):
             j, ok_j = _window_positions(dst.second, src.n, w, stride, pad, a2)
             taps.append(src.lookup(i, j, ok_i & ok_j))
-    return AxisMap(np.stack(taps), 1.0 / (w * w))
+    return AxisMap(np.stack(taps), weight)
 
 
 def apply_axis(S: np.ndarray, amap: AxisMap, axis: int) -> np.ndarray:
@@ -114,163 +129,195 @@ def apply_axis(S: np.ndarray, amap: AxisMap, axis: int) -> np.ndarray:
 
 
 def apply_maps(S: np.ndarray, maps: tuple[AxisMap, ...]) -> np.ndarray:
-    for axis in range(len(maps), 0, -1):   # w first, then h (axis 0 is the batch)
+    for axis in range(len(maps), 0, -1):   # the last axis first (axis 0 is the batch)
         S = apply_axis(S, maps[axis - 1], axis)
     return S
 
 
-def readout_entries(pairs: AxisPairs, kind: str) -> np.ndarray:
-    """The pairs of an axis that a readout averages: all of them (gap) or p = p' (flatten)."""
-    return np.arange(pairs.count) if kind == "gap" else pairs.diagonal
-
-
-# -- activations (NT's arctan2 forms, SPEC §2) ------------------------------------------
-
-def abrelu(K, v1, v2, T, a: float, b: float):
-    """Σ' = (b-a)²/(2π)·s + ((a²+b²)/2 - (b-a)²θ/(2π))·Σ, Θ' = Σ̇·Θ (relu: a=0, b=1)."""
-    dt = K.dtype.type
-    s = np.sqrt(np.maximum(v1 * v2 - K * K, dt(0)))
-    theta = np.arctan2(s, K)
-    theta = np.where((s == 0) & (K == 0), dt(math.pi / 2), theta)  # NT's fill value
-    factor = dt((a - b) ** 2 / (2 * math.pi))
-    dot_sigma = dt((a * a + b * b) / 2) - factor * theta
-    return factor * s + dot_sigma * K, (None if T is None else dot_sigma * T)
-
-
-def erf(K, v1, v2, T):
-    """Σ' = (2/π)·arcsin(2Σ/√((1+2v)(1+2v'))), Θ' = Θ·(4/π)/√((1+2v)(1+2v') - 4Σ²)."""
-    dt = K.dtype.type
-    prod = (dt(1) + dt(2) * v1) * (dt(1) + dt(2) * v2)
-    root = np.sqrt(np.maximum(prod - dt(4) * K * K, dt(0)))
-    new = dt(2 / math.pi) * np.arctan2(dt(2) * K, root)
-    return new, (None if T is None else T * (dt(4 / math.pi) / root))
-
-
-def activate(layer: Activation, K, v1, v2, T):
-    if layer.fn == "abrelu":
-        return abrelu(K, v1, v2, T, layer.a, layer.b)
-    if layer.fn == "erf":
-        return erf(K, v1, v2, T)
-    return K, T  # identity
-
-
-# -- steps ------------------------------------------------------------------------------
-
-@dataclass
-class Step:
-    index: int
-    layer: object
-    maps: tuple[AxisMap, ...] = ()
-    readout: tuple[np.ndarray, ...] = ()   # per axis: the pairs a readout averages
-    first: tuple[np.ndarray, ...] = ()     # positions of x in each kept pair (per axis)
-    second: tuple[np.ndarray, ...] = ()    # positions of x'
-    diagonal: tuple[np.ndarray, ...] = ()  # self pass: where v sits in the input state
-    output_needed: bool = True
-
-
-def build_steps(plan: Plan, which: str) -> list[Step]:
-    """Per-layer gather maps for the pair pass (``which='pair'``) or the self pass."""
-    demands = [lp.pair_demand if which == "pair" else lp.self_demand for lp in plan.layers]
-    layouts = [None if d is None else layout(lp.shape, d) for lp, d in zip(plan.layers, demands)]
-    steps = []
-    for lp in plan.layers:
-        i, layer = lp.index, lp.layer
-        out = layouts[i]
-        src = layouts[i - 1] if i else None
-        step = Step(i, layer, output_needed=out is not None)
-        if out is None:
-            # The self pass still reads the variances at the input of a last nonlinearity.
-            if which == "self" and isinstance(layer, Activation) and layer.nonlinear:
-                step.diagonal = tuple(p.diagonal for p in src)
-                steps.append(step)
-            break
-        if isinstance(layer, Input):
-            step.first = tuple(p.first for p in out)
-            step.second = tuple(p.second for p in out)
-        elif isinstance(layer, Conv):
-            step.maps = tuple(conv_axis_map(s, d, q, layer.stride, layer.pad)
-                              for s, d, q in zip(src, out, layer.size))
-        elif isinstance(layer, AvgPool):
-            step.maps = tuple(pool_axis_map(s, d, w, st, layer.pad)
-                              for s, d, w, st in zip(src, out, layer.window, layer.stride))
-        elif isinstance(layer, (GlobalAvgPool, Flatten)):
-            step.readout = tuple(readout_entries(p, layer.kind) for p in src)
-        elif isinstance(layer, Activation):
-            step.first = tuple(p.first for p in src)
-            step.second = tuple(p.second for p in src)
-            if which == "self" and layer.nonlinear:
-                step.diagonal = tuple(p.diagonal for p in src)
-        steps.append(step)
-    return steps
+def _restrict(S: np.ndarray, selections: tuple[np.ndarray | None, ...]) -> np.ndarray:
+    """The sub-layout of a state (one index array per axis, None: the whole axis)."""
+    for axis, sel in enumerate(selections, 1):
+        if sel is not None:
+            S = np.take(S, sel, axis=axis)
+    return S
 
 
 def _gather_positions(table: np.ndarray, rows: np.ndarray, pos: tuple[np.ndarray, ...]):
-    """table[rows][:, pos_h[:, None], pos_w[None, :]] (or table[rows] when flat)."""
+    """table[rows][:, pos_1[:, None, ...], pos_2[None, :, ...], ...] (table[rows] when flat)."""
+    t = table[rows]
     if not pos:
-        return table[rows]
-    if len(pos) == 1:
-        return table[rows][:, pos[0]]
-    return table[rows][:, pos[0][:, None], pos[1][None, :]]
+        return t
+    return t[(slice(None),) + np.ix_(*pos)]
 
 
-class ReferenceExecutor:
+# -- steps: what each node does, with its index maps precomputed -------------------------
+
+@dataclass
+class Step:
+    node: NodePlan
+    needed: bool                       # its output is needed on this pass
+    maps: tuple[AxisMap, ...] = ()
+    readout: tuple[np.ndarray, ...] = ()   # per axis: the pairs a readout sums (input layout)
+    count: int = 1                         # how many pairs a readout averages
+    first: tuple[np.ndarray, ...] = ()     # positions of x in each kept pair (per axis)
+    second: tuple[np.ndarray, ...] = ()    # positions of x'
+    restrict: list = field(default_factory=list)   # per input: selections into its layout
+    record: tuple[np.ndarray, ...] | None = None   # self pass: where v sits in this state
+
+
+class ReferenceExecutor(Executor):
     """Evaluates a plan with NumPy, in float64 or float32."""
 
     name = "numpy"
 
-    def __init__(self, plan: Plan, dtype: np.dtype):
-        self.plan = plan
-        self.dtype = np.dtype(dtype)
-        self.pair_steps = build_steps(plan, "pair")
-        self.self_steps = build_steps(plan, "self")
-        self.activations = plan.activation_indices
+    def __init__(self, plan: Plan, dtype, ntk: bool = True):
+        super().__init__(plan, dtype, ntk)
+        self.math = NumpyMath(self.dtype)
+        self.pair_steps = self._steps("pair")
+        self.self_steps = self._steps("self")
 
-    # the per-input pass -------------------------------------------------------------
-    def self_variances(self, x: np.ndarray) -> dict[int, np.ndarray]:
-        """v(x)[p] at the input of every nonlinearity: {layer index: [N, *spatial]}."""
+    # -- step construction ---------------------------------------------------------------
+    def _steps(self, which: str) -> list[Step]:
+        nodes = self.plan.nodes
+        demand = [n.pair_demand if which == "pair" else n.self_demand for n in nodes]
+        layouts = [None if d is None else layout(n.shape, d) for n, d in zip(nodes, demand)]
+        variance = set(self.plan.variance_states)
+        steps = []
+        for n in nodes:
+            out = layouts[n.index]
+            step = Step(n, needed=out is not None)
+            if which == "self" and n.index in variance:
+                step.record = tuple(p.diagonal for p in out)
+            if out is None:
+                steps.append(step)
+                continue
+            family = n.layer.family
+            srcs = [layouts[j] for j in n.inputs]
+            if family == "input":
+                step.first = tuple(p.first for p in out)
+                step.second = tuple(p.second for p in out)
+            elif family == "conv":
+                step.maps = tuple(conv_axis_map(s, d, q, n.layer.stride, n.layer.pad)
+                                  for s, d, q in zip(srcs[0], out, n.layer.size))
+            elif family == "pool":
+                step.maps = tuple(pool_axis_map(s, d, w, st, n.layer.pad,
+                                                n.layer.axis_weight(k))
+                                  for k, (s, d, w, st) in enumerate(zip(
+                                      srcs[0], out, n.layer.size, n.layer.strides())))
+            elif family == "readout":
+                own = layout(nodes[n.inputs[0]].shape, n.layer.demand(
+                    (), [nodes[n.inputs[0]].shape], n.shape)[0])
+                step.readout = tuple(s.pairs_of(o) for s, o in zip(srcs[0], own))
+                step.count = int(np.prod([o.count for o in own]))
+            elif family in ("elementwise", "sum"):
+                step.first = tuple(p.first for p in out)
+                step.second = tuple(p.second for p in out)
+                step.restrict = [_selections(src, out) for src in srcs]
+            elif family == "affine":
+                pass
+            else:
+                raise InfinetError(f"the numpy backend has no implementation of layer "
+                                   f"'{n.layer.keyword}' (family '{family}')")
+            steps.append(step)
+        return steps
+
+    # -- the per-input pass -------------------------------------------------------------
+    def _self_variances(self, x: np.ndarray) -> dict[int, np.ndarray]:
+        """v(x)[p] of every variance state: {state: [N, *spatial]}."""
         x = np.asarray(x, self.dtype)
         rows = np.arange(len(x))
         tables: dict[int, np.ndarray] = {}
-        S = None
+        if not self.plan.variance_states:
+            return tables
+        states: dict[int, tuple] = {}
+        last_needed = max(self.plan.variance_states)
         for step in self.self_steps:
-            layer = step.layer
-            if isinstance(layer, Input):
-                S = self._input(x, x, rows, rows, step)
-            elif isinstance(layer, Activation):
-                if not layer.nonlinear:
-                    continue
-                v = S if not step.diagonal else _take_diagonal(S, step.diagonal)
-                tables[step.index] = v
-                if not step.output_needed:
-                    break
-                v1 = _gather_positions(v, rows, step.first)
-                v2 = _gather_positions(v, rows, step.second)
-                S, _ = activate(layer, S, v1, v2, None)
-            else:
-                S, _ = self._linear(step, S, None)
+            n = step.node
+            if n.index > last_needed:
+                break
+            if not step.needed:
+                continue
+            states[n.index] = self._apply(step, states, x, x, rows, rows, tables, tables,
+                                          with_t=False)
+            if step.record is not None:
+                tables[n.index] = _diagonal(states[n.index][0], step.record)
         return tables
 
-    # the pair pass --------------------------------------------------------------------
-    def pairs(self, x1, x2, rows1, rows2, v1, v2):
+    # -- the pair pass --------------------------------------------------------------------
+    def _pairs(self, x1, x2, rows1, rows2, v1, v2):
         """NNGP and NTK of the pairs (x1[rows1[b]], x2[rows2[b]]): two arrays [B]."""
-        K = T = None
+        states: dict[int, tuple] = {}
+        remaining = {n.index: len(n.consumers) for n in self.plan.nodes}
         for step in self.pair_steps:
-            layer = step.layer
-            if isinstance(layer, Input):
-                K = self._input(x1, x2, rows1, rows2, step)
-            elif isinstance(layer, Activation):
-                if not layer.nonlinear:
-                    continue
-                a = _gather_positions(v1[step.index], rows1, step.first)
-                b = _gather_positions(v2[step.index], rows2, step.second)
-                K, T = activate(layer, K, a, b, T)
-            else:
-                K, T = self._linear(step, K, T, trains=self.plan.layers[step.index].trains_ntk)
-        if T is None:
-            T = np.zeros_like(K)
-        return K, T
+            if not step.needed:
+                continue
+            n = step.node
+            states[n.index] = self._apply(step, states, x1, x2, rows1, rows2, v1, v2,
+                                          with_t=self.ntk)
+            for j in n.inputs:       # free what no later layer reads
+                remaining[j] -= 1
+                if remaining[j] == 0:
+                    del states[j]
+        K, T = states[self.plan.output.index]
+        return K, (np.zeros_like(K) if T is None else T)
 
-    # shared pieces ----------------------------------------------------------------------
+    # -- one node ---------------------------------------------------------------------------
+    def _apply(self, step: Step, states, x1, x2, rows1, rows2, v1, v2, with_t: bool):
+        """(K, T) of a node's output; T is None where Θ is zero (or not wanted)."""
+        n = step.node
+        layer = n.layer
+        dt = self.dtype.type
+        ins = [states[j] for j in n.inputs]
+        family = layer.family
+        if family == "input":
+            return self._input(x1, x2, rows1, rows2, step), None
+        if family in ("conv", "affine"):
+            K, T = ins[0]
+            if step.maps:
+                K = apply_maps(K, step.maps)
+                T = None if T is None else apply_maps(T, step.maps)
+            w2, b2 = dt(layer.W ** 2), dt(layer.b ** 2)
+            K = w2 * K + b2
+            T = None if T is None else w2 * T
+            if with_t and layer.trains:
+                T = K.copy() if T is None else T + K
+            return K, T
+        if family == "pool":
+            K, T = ins[0]
+            return apply_maps(K, step.maps), (None if T is None else apply_maps(T, step.maps))
+        if family == "readout":
+            K, T = ins[0]
+            return (_readout(K, step.readout, step.count, dt),
+                    None if T is None else _readout(T, step.readout, step.count, dt))
+        if family == "sum":
+            Ks = [_restrict(k, sel) for (k, _), sel in zip(ins, step.restrict)]
+            Ts = [_restrict(t, sel) for (_, t), sel in zip(ins, step.restrict) if t is not None]
+            K = Ks[0]
+            for k in Ks[1:]:
+                K = K + k
+            T = None
+            for t in Ts:
+                T = t if T is None else T + t
+            return K, T
+        if family == "elementwise":
+            K, T = ins[0]
+            K = _restrict(K, step.restrict[0])
+            T = None if T is None else _restrict(T, step.restrict[0])
+            if layer.variance_stat is None:
+                a = b = None
+            else:
+                src = n.inputs[0]
+                a = _gather_positions(v1[src], rows1, step.first)
+                b = _gather_positions(v2[src], rows2, step.second)
+            with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+                K2, factor = layer.entry(self.math, K, a, b)
+            K2 = np.asarray(K2, self.dtype)
+            if T is not None and factor is not None:
+                T = np.asarray(factor * T, self.dtype)
+            return K2, T
+        raise InfinetError(f"the numpy backend has no implementation of layer "
+                           f"'{layer.keyword}' (family '{family}')")
+
     def _input(self, x1, x2, rows1, rows2, step: Step) -> np.ndarray:
         """Σ0[p, p'] = (1/C) Σ_c x[p, c] x'[p', c]."""
         a = _gather_positions(x1, rows1, step.first)
@@ -279,43 +326,26 @@ class ReferenceExecutor:
         # whatever the batch (einsum/BLAS would pick shape-dependent orders)
         return (a * b).sum(axis=-1) / self.dtype.type(a.shape[-1])
 
-    def _linear(self, step: Step, K, T, trains: bool = False):
-        layer = step.layer
-        dt = self.dtype.type
-        if isinstance(layer, (Dense, Conv)):
-            w2, b2 = dt(layer.W ** 2), dt(layer.b ** 2)
-            if step.maps:
-                K = apply_maps(K, step.maps)
-                T = None if T is None else apply_maps(T, step.maps)
-            K = w2 * K + b2
-            T = None if T is None else w2 * T
-            if trains:
-                T = K.copy() if T is None else T + K
-            return K, T
-        if isinstance(layer, AvgPool):
-            return apply_maps(K, step.maps), (None if T is None else apply_maps(T, step.maps))
-        if isinstance(layer, (GlobalAvgPool, Flatten)):
-            return _readout(K, step.readout, dt), (None if T is None else
-                                                  _readout(T, step.readout, dt))
-        raise AssertionError(type(layer))  # pragma: no cover
+
+def _selections(src: Layout, out: Layout) -> tuple:
+    """Per axis: None where the input's layout is the output's, else the indices."""
+    return tuple(None if s.offsets == o.offsets else s.pairs_of(o) for s, o in zip(src, out))
 
 
-def _readout(S: np.ndarray, entries: tuple[np.ndarray, ...], dt) -> np.ndarray:
-    """Mean of the selected entries, summed along w, then h.
+def _readout(S: np.ndarray, entries: tuple[np.ndarray, ...], count: int, dt) -> np.ndarray:
+    """Mean of the selected entries, summed along the last axis first.
 
     Every reduction here runs along the last (contiguous) axis, whose summation order
     does not depend on the batch size, so the pair pass on (x, x) reproduces the self
-    pass bit for bit (a relu after the readout then sees Σ(x, x) = v exactly).
+    pass bit for bit (a nonlinearity after the readout then sees Σ(x, x) = v exactly).
     """
-    count = 1
     for axis in range(len(entries), 0, -1):
         # axis is always the last one left
         S = np.take(S, entries[axis - 1], axis=axis).sum(axis=-1)
-        count *= len(entries[axis - 1])
     return S / dt(count)
 
 
-def _take_diagonal(S: np.ndarray, diagonal: tuple[np.ndarray, ...]) -> np.ndarray:
-    if len(diagonal) == 1:
-        return S[:, diagonal[0]]
-    return S[:, diagonal[0][:, None], diagonal[1][None, :]]
+def _diagonal(S: np.ndarray, diagonal: tuple[np.ndarray, ...]) -> np.ndarray:
+    if not diagonal:
+        return S
+    return S[(slice(None),) + np.ix_(*diagonal)]

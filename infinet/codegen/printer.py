@@ -1,0 +1,155 @@
+"""Printing per-entry layer formulas as C: the other implementation of the math namespace.
+
+:class:`CPrinter` implements the namespace of :mod:`infinet.layers.mathns` by recording
+every operation, in order, as one C statement (single assignment, ``const real eN =
+…;``), so the printed function does exactly what NumPy does when it evaluates the same
+formula — the same operations in the same order, each rounded to ``real``.  Constants
+are literals that read back as the exact double the formula computed.  A function the
+printer does not know is an error naming it.
+
+The target prelude (templates/math.j2) defines ``inf_<name>`` for float and double.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from ..errors import InfinetError
+from ..layers.mathns import FUNCTIONS
+
+
+def lit(x: float) -> str:
+    """A C literal that reads back as exactly the double ``x``."""
+    x = float(x)
+    if math.isinf(x) or math.isnan(x):
+        raise InfinetError(f"a non-finite constant ({x}) cannot be printed")
+    text = repr(x)
+    if "e" not in text and "." not in text:
+        text += ".0"
+    return text
+
+
+class CValue:
+    """A value of a printed formula: the name of a C variable (or a literal)."""
+
+    __array_priority__ = 1000     # NumPy scalars defer to our operators
+
+    def __init__(self, printer: "CPrinter", text: str, ctype: str = "real"):
+        self.p, self.text, self.ctype = printer, text, ctype
+
+    def _bin(self, op: str, other, reverse: bool = False, ctype: str = "real") -> "CValue":
+        other = self.p.value(other)
+        a, b = (other, self) if reverse else (self, other)
+        return self.p.emit(f"{a.text} {op} {b.text}", ctype)
+
+    def __add__(self, o): return self._bin("+", o)
+    def __radd__(self, o): return self._bin("+", o, True)
+    def __sub__(self, o): return self._bin("-", o)
+    def __rsub__(self, o): return self._bin("-", o, True)
+    def __mul__(self, o): return self._bin("*", o)
+    def __rmul__(self, o): return self._bin("*", o, True)
+    def __truediv__(self, o): return self._bin("/", o)
+    def __rtruediv__(self, o): return self._bin("/", o, True)
+    def __neg__(self): return self.p.emit(f"-{self.text}")
+    def __lt__(self, o): return self._bin("<", o, ctype="bool")
+    def __le__(self, o): return self._bin("<=", o, ctype="bool")
+    def __gt__(self, o): return self._bin(">", o, ctype="bool")
+    def __ge__(self, o): return self._bin(">=", o, ctype="bool")
+    def __eq__(self, o): return self._bin("==", o, ctype="bool")  # type: ignore[override]
+    def __ne__(self, o): return self._bin("!=", o, ctype="bool")  # type: ignore[override]
+    __hash__ = None  # type: ignore[assignment]
+
+    def __bool__(self):
+        raise InfinetError("a printed formula cannot branch on a value (use m.where)")
+
+
+class CPrinter:
+    """Records a formula as C statements (see the module docstring)."""
+
+    def __init__(self):
+        self.lines: list[str] = []
+        self.count = 0
+        self.pi = self.const(math.pi)
+
+    def emit(self, expr: str, ctype: str = "real") -> CValue:
+        name = f"e{self.count}"
+        self.count += 1
+        self.lines.append(f"const {ctype} {name} = {expr};")
+        return CValue(self, name, ctype)
+
+    def value(self, x) -> CValue:
+        if isinstance(x, CValue):
+            return x
+        if isinstance(x, (int, float)) and not isinstance(x, bool):
+            return self.const(float(x))
+        raise InfinetError(f"a printed formula got a {type(x).__name__} ({x!r})")
+
+    def const(self, x: float) -> CValue:
+        return CValue(self, f"(real){lit(x)}")
+
+    def where(self, cond, a, b) -> CValue:
+        cond, a, b = self.value(cond), self.value(a), self.value(b)
+        return self.emit(f"{cond.text} ? {a.text} : {b.text}")
+
+    def max0(self, x) -> CValue:
+        return self.where(self.value(x) > self.const(0), x, self.const(0))
+
+    def max(self, a, b) -> CValue:
+        return self.where(self.value(a) > b, a, b)
+
+    def min(self, a, b) -> CValue:
+        return self.where(self.value(a) < b, a, b)
+
+    def call(self, name: str, *args) -> CValue:
+        if name not in FUNCTIONS:
+            raise InfinetError(f"the C printer has no function '{name}'")
+        arity, _ = FUNCTIONS[name]
+        if len(args) != arity:
+            raise InfinetError(f"{name} takes {arity} argument(s), got {len(args)}")
+        text = ", ".join(self.value(a).text for a in args)
+        return self.emit(f"inf_{name}({text})")
+
+    def __getattr__(self, name):
+        if name in FUNCTIONS:
+            return lambda *args: self.call(name, *args)
+        raise AttributeError(f"the math namespace has no function '{name}'")
+
+
+@dataclass(frozen=True)
+class ElementwiseFunction:
+    """A printed per-entry function: ``real NAME(real K, real v1, real v2[, real& dot])``."""
+
+    name: str
+    body: tuple[str, ...]
+    returns: str
+    factor: str | None          # the Θ factor's variable (None: Θ unchanged)
+    uses_v: bool
+    layer_text: str
+
+    @property
+    def body_key(self) -> str:
+        """Functions with the same text are printed once."""
+        return "\n".join(self.body) + f"\nreturn {self.returns}; dot {self.factor}"
+
+    def definition(self) -> str:
+        params = "real K, real v1, real v2" + (", real& dot" if self.factor else "")
+        lines = [f"// {self.layer_text}", "template <typename real>",
+                 f"INF_FN real {self.name}({params})", "{", "    (void)v1; (void)v2;"]
+        lines += [f"    {ln}" for ln in self.body]
+        if self.factor:
+            lines.append(f"    dot = {self.factor};")
+        lines += [f"    return {self.returns};", "}"]
+        return "\n".join(lines)
+
+
+def print_elementwise(layer, name: str) -> ElementwiseFunction:
+    """The C function of an elementwise layer's ``entry`` formula."""
+    p = CPrinter()
+    K, v1, v2 = CValue(p, "K"), CValue(p, "v1"), CValue(p, "v2")
+    new, factor = layer.entry(p, K, v1, v2)
+    new = p.value(new)
+    factor = None if factor is None else p.value(factor)
+    return ElementwiseFunction(name, tuple(p.lines), new.text,
+                               None if factor is None else factor.text,
+                               layer.variance_stat is not None,
+                               f"{layer.describe()} (line {layer.pos.line})")

@@ -1,0 +1,83 @@
+"""The math namespace that per-entry layer formulas are written over.
+
+An elementwise layer writes its formula once, as a Python function of a namespace ``m``
+and values (``K``, ``v1``, ``v2``)::
+
+    def entry(self, m, K, v1, v2):
+        s = m.sqrt(m.max0(v1 * v2 - K * K))
+        ...
+        return new_K, theta_factor
+
+Two namespaces implement it:
+
+* :class:`NumpyMath` (here) evaluates it on NumPy arrays of one dtype: the reference
+  executor, the definition of what the layer means;
+* :class:`infinet.codegen.printer.CPrinter` records the same operations, in the same
+  order, as C statements for the CPU and CUDA targets.
+
+So every backend runs the same operations by construction.  The namespace is small on
+purpose: arithmetic through the operators (``+ - * /``, unary ``-``, comparisons),
+:meth:`const`, :meth:`where`, and the functions in :data:`FUNCTIONS`.  A function a
+printer does not know is an error there, never a silent fallback.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+#: name -> (arity, NumPy implementation).  Printers map the same names to C.
+FUNCTIONS: dict[str, tuple[int, object]] = {
+    "sqrt": (1, np.sqrt),
+    "abs": (1, np.abs),
+    "exp": (1, np.exp),
+    "log": (1, np.log),
+    "sin": (1, np.sin),
+    "cos": (1, np.cos),
+    "tanh": (1, np.tanh),
+    "asin": (1, np.arcsin),
+    "atan2": (2, np.arctan2),
+    "erf": (1, None),      # NumPy has no erf: math.erf per element (below)
+}
+
+_erf = np.frompyfunc(math.erf, 1, 1)
+
+
+class NumpyMath:
+    """Evaluates a per-entry formula on NumPy arrays (or scalars) of ``dtype``."""
+
+    def __init__(self, dtype):
+        self.dtype = np.dtype(dtype)
+        self.dt = self.dtype.type
+        self.pi = self.dt(math.pi)
+
+    def const(self, x: float):
+        """A constant of the formula, rounded once to the working dtype."""
+        return self.dt(x)
+
+    def where(self, cond, a, b):
+        return np.where(cond, a, b).astype(self.dtype, copy=False)
+
+    def max0(self, x):
+        """max(x, 0), written so that every target evaluates it the same way."""
+        return self.where(x > self.dt(0), x, self.dt(0))
+
+    def max(self, a, b):
+        return self.where(a > b, a, b)
+
+    def min(self, a, b):
+        return self.where(a < b, a, b)
+
+    def call(self, name: str, *args):
+        arity, fn = FUNCTIONS[name]
+        assert len(args) == arity, (name, args)
+        if name == "erf":
+            x = np.asarray(args[0])
+            return _erf(x).astype(self.dtype) if x.ndim else self.dt(math.erf(float(x)))
+        with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+            return fn(*args)
+
+    def __getattr__(self, name):
+        if name in FUNCTIONS:
+            return lambda *args: self.call(name, *args)
+        raise AttributeError(f"the math namespace has no function '{name}'")
