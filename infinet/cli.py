@@ -40,16 +40,8 @@ def parse_defines(items: list[str] | None) -> dict[str, str]:
 
 
 def parse_size(text: str) -> int:
-    units = {"": 1, "K": 2 ** 10, "M": 2 ** 20, "G": 2 ** 30, "T": 2 ** 40}
-    t = text.strip().upper().removesuffix("B").removesuffix("I")
-    unit = t[-1] if t and t[-1] in units else ""
-    try:
-        value = float(t[:-1] if unit else t)
-    except ValueError:
-        raise UsageError(f"--max-memory {text}: expected a size like 512M or 4G") from None
-    if value <= 0:
-        raise UsageError(f"--max-memory {text}: must be positive")
-    return int(value * units[unit])
+    from .runtime.memory import parse_size as parse
+    return parse(text, f"--max-memory {text}")
 
 
 def load_plan(args) -> Plan:
@@ -265,9 +257,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
     try:
-        return args.func(args)
+        try:
+            args = parser.parse_args(argv)
+        finally:                        # --help and --version print, then raise SystemExit
+            sys.stdout.flush()
+        status = args.func(args)
+        sys.stdout.flush()              # a closed pipe shows here, not at exit
+        return status
     except InfinetError as err:
         print(str(err), file=sys.stderr)
         return EXIT_USER_ERROR
@@ -278,6 +275,22 @@ def main(argv: list[str] | None = None) -> int:
         print("error: out of memory; lower --max-memory or evaluate fewer inputs at once",
               file=sys.stderr)
         return 1
+    except BrokenPipeError:
+        return _reader_went_away()
+
+
+def _reader_went_away() -> int:
+    """stdout (or stderr) is a pipe whose reader exited (``infinet check X | head -1``):
+    stop quietly, as other command-line tools do.  Both are pointed at /dev/null so the
+    interpreter's final flush cannot fail again."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            os.dup2(devnull, stream.fileno())
+        except (OSError, ValueError):  # noqa: PERF203 - a stream without a descriptor
+            pass
+    os.close(devnull)
+    return 1
 
 
 if __name__ == "__main__":
