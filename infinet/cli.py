@@ -13,8 +13,8 @@ import sys
 from . import __version__
 from .compiler import build_plan, parse_program
 from .errors import InfinetError, UsageError
-from .ir import demand as demand_analysis
-from .ir.plan import Plan, human_bytes, human_count
+from .ir.plan import Plan
+from .report import explain, summary
 
 EXIT_USER_ERROR = 2
 
@@ -50,58 +50,6 @@ def load_plan(args) -> Plan:
 
 
 # -- check / explain ----------------------------------------------------------------------
-
-def summary(plan: Plan) -> str:
-    counts = plan.counts()
-    lines = [f"{plan.filename}: ok: net {plan.name}, {len(plan.layers) - 1} layers"]
-    if plan.params:
-        lines.append("  params     " + ", ".join(f"{k} = {v:g}" for k, v in plan.params.items()))
-    shape = plan.input_shape
-    what = "vectors" if shape.is_flat else "images (NHWC)"
-    lines.append(f"  input      {'x'.join(map(str, plan.data_shape))} {what}")
-    lines.append("  layers     " + (", ".join(f"{n} {k}" for k, n in counts.items()) or "none"))
-    readout = next((lp for lp in plan.layers if lp.layer.kind in ("gap", "flatten")), None)
-    if readout is not None:
-        prev = plan.layers[readout.index - 1]
-        lines.append(f"  readout    {readout.layer.kind} at line {readout.layer.pos.line}: needs "
-                     f"offsets {demand_analysis.describe(prev.shape, prev.pair_demand)}")
-    pt, st = plan.pair_total, plan.self_total
-    peak = max(lp.pair_cost.bytes for lp in plan.layers)
-    lines.append(f"  per pair   {human_count(pt.flops)} flops, {human_count(pt.transcendentals)} "
-                 f"transcendentals; largest state {human_count(plan.peak_entries)} entries "
-                 f"({human_bytes(peak)} at float64)")
-    lines.append(f"  per input  {human_count(st.flops)} flops, {human_count(st.transcendentals)} "
-                 f"transcendentals (self-variances; {plan.self_variance_entries()} numbers kept)")
-    return "\n".join(lines)
-
-
-def explain(plan: Plan) -> str:
-    header = ("#", "line", "layer", "output", "offsets needed", "entries/pair", "flops/pair",
-              "bytes/pair", "self offsets")
-    rows = []
-    for lp in plan.layers:
-        rows.append((str(lp.index), str(lp.layer.pos.line), lp.layer.describe(), str(lp.shape),
-                     demand_analysis.describe(lp.shape, lp.pair_demand),
-                     f"{lp.pair_cost.entries:,}", human_count(lp.pair_cost.flops),
-                     human_bytes(lp.pair_cost.bytes),
-                     demand_analysis.describe(lp.shape, lp.self_demand)))
-    widths = [max(len(r[i]) for r in rows + [header]) for i in range(len(header))]
-    right = {0, 1, 5, 6, 7}
-    fmt = lambda r: "  ".join(c.rjust(w) if i in right else c.ljust(w)  # noqa: E731
-                              for i, (c, w) in enumerate(zip(r, widths))).rstrip()
-    out = [f"net {plan.name} ({plan.filename})", fmt(header), fmt(["-" * w for w in widths])]
-    out += [fmt(r) for r in rows]
-    pt, st = plan.pair_total, plan.self_total
-    out.append("")
-    out.append(f"per pair:  {human_count(pt.flops)} flops, {human_count(pt.transcendentals)} "
-               f"transcendentals, {human_count(pt.entries)} entries computed, largest state "
-               f"{human_count(plan.peak_entries)} entries")
-    out.append(f"per input: {human_count(st.flops)} flops, {human_count(st.transcendentals)} "
-               f"transcendentals (self pass); {plan.self_variance_entries()} variances kept")
-    out.append("offsets: p' - p per spatial axis (h x w) of the covariance entries a layer's "
-               "output must provide; '-' = not needed")
-    return "\n".join(out)
-
 
 def cmd_check(args) -> int:
     print(summary(load_plan(args)))

@@ -85,6 +85,17 @@ class Plan:
             out[name] = out.get(name, 0) + 1
         return out
 
+    def __repr__(self) -> str:
+        params = "".join(f", {k}={v:g}" for k, v in self.params.items())
+        return (f"<Plan {self.name} ({self.filename}): input {'x'.join(map(str, self.data_shape))}"
+                f", {len(self.layers) - 1} layers{params}; "
+                f"{human_count(self.pair_total.flops)} flops per pair>")
+
+    def summary(self) -> str:
+        """What ``infinet check`` prints: input, layers, readout demand, cost."""
+        from ..report import summary
+        return summary(self)
+
 
 def analyse(name: str, filename: str, source: str, params: dict, layers: list[Layer]) -> Plan:
     """Shapes → demand → cost, packaged as a :class:`Plan`."""
