@@ -97,3 +97,8 @@ def test_cached_kernels_are_shared_read_only_and_keyed_by_everything():
     finally:
         KERNELS.max_bytes = 2 ** 30
         KERNELS.clear()
+
+
+def test_repr_counts_layers_in_words():
+    assert repr(infinet.compile("input 4; dense")).startswith(
+        "<infinet kernel <string> (<string>): input 4, 1 layer; ")

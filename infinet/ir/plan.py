@@ -86,9 +86,10 @@ class Plan:
         return out
 
     def __repr__(self) -> str:
+        n = len(self.layers) - 1
         params = "".join(f", {k}={v:g}" for k, v in self.params.items())
         return (f"<Plan {self.name} ({self.filename}): input {'x'.join(map(str, self.data_shape))}"
-                f", {len(self.layers) - 1} layers{params}; "
+                f", {n} layer{'s' if n != 1 else ''}{params}; "
                 f"{human_count(self.pair_total.flops)} flops per pair>")
 
     def summary(self) -> str:
