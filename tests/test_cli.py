@@ -1,4 +1,4 @@
-"""The command line of SPEC §4: check, explain, eval."""
+"""The command line (README.md, "Commands"): check, explain, eval, and how it ends."""
 from __future__ import annotations
 
 import numpy as np

@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 import infinet
 from scipy_free_erf import erf
@@ -96,9 +97,11 @@ def test_nngp_of_a_pooled_cnn_matches_finite_networks():
     exact = infinet.compile(CNN_NET)(x).nngp
     width, networks = 512, 400
     est = []
-    for _ in range(networks):
-        g = cnn_features(x, rng, width)
-        est.append(1.5 ** 2 * g @ g.T / width + 0.2 ** 2)
+    # small matrices: one BLAS thread (several thrash on a loaded machine: 4x-8x slower)
+    with threadpool_limits(1, user_api="blas"):
+        for _ in range(networks):
+            g = cnn_features(x, rng, width)
+            est.append(1.5 ** 2 * g @ g.T / width + 0.2 ** 2)
     check(np.array(est), exact, width, resolution=0.03)
 
 
