@@ -13,8 +13,8 @@ import sys
 from . import __version__
 from .compiler import build_plan, parse_program
 from .errors import InfinetError, UsageError
-from .ir import demand as demand_analysis
-from .ir.plan import Plan, human_bytes, human_count
+from .ir.plan import Plan
+from .report import explain, summary
 
 EXIT_USER_ERROR = 2
 
@@ -40,16 +40,8 @@ def parse_defines(items: list[str] | None) -> dict[str, str]:
 
 
 def parse_size(text: str) -> int:
-    units = {"": 1, "K": 2 ** 10, "M": 2 ** 20, "G": 2 ** 30, "T": 2 ** 40}
-    t = text.strip().upper().removesuffix("B").removesuffix("I")
-    unit = t[-1] if t and t[-1] in units else ""
-    try:
-        value = float(t[:-1] if unit else t)
-    except ValueError:
-        raise UsageError(f"--max-memory {text}: expected a size like 512M or 4G") from None
-    if value <= 0:
-        raise UsageError(f"--max-memory {text}: must be positive")
-    return int(value * units[unit])
+    from .runtime.memory import parse_size as parse
+    return parse(text, f"--max-memory {text}")
 
 
 def load_plan(args) -> Plan:
@@ -58,60 +50,6 @@ def load_plan(args) -> Plan:
 
 
 # -- check / explain ----------------------------------------------------------------------
-
-def summary(plan: Plan) -> str:
-    counts = plan.counts()
-    lines = [f"{plan.filename}: ok: net {plan.name}, {len(plan.nodes) - 1} layers"]
-    if plan.params:
-        lines.append("  params     " + ", ".join(f"{k} = {v:g}" for k, v in plan.params.items()))
-    shape = plan.input_shape
-    what = "vectors" if shape.is_flat else "images (NHWC)"
-    lines.append(f"  input      {'x'.join(map(str, plan.data_shape))} {what}")
-    lines.append("  layers     " + (", ".join(f"{n} {k}" for k, n in counts.items()) or "none"))
-    readout = next((n for n in plan.nodes if n.layer.family == "readout"), None)
-    if readout is not None:
-        prev = plan.nodes[readout.inputs[0]]
-        lines.append(f"  readout    {readout.layer.keyword} at line {readout.layer.pos.line}: "
-                     f"needs offsets {demand_analysis.describe(prev.shape, prev.pair_demand)}")
-    pt, st = plan.pair_total, plan.self_total
-    peak = max(n.pair_cost.bytes for n in plan.nodes)
-    lines.append(f"  per pair   {human_count(pt.flops)} flops, {human_count(pt.transcendentals)} "
-                 f"transcendentals; largest state {human_count(plan.peak_entries)} entries "
-                 f"({human_bytes(peak)} at float64)")
-    lines.append(f"  per input  {human_count(st.flops)} flops, {human_count(st.transcendentals)} "
-                 f"transcendentals (self-variances; {plan.self_variance_entries()} numbers kept)")
-    return "\n".join(lines)
-
-
-def explain(plan: Plan) -> str:
-    header = ("#", "line", "layer", "output", "offsets needed", "entries/pair",
-              "flops/pair", "bytes/pair", "self offsets", "reads")
-    rows = []
-    for n in plan.nodes:
-        reads = ",".join(map(str, n.inputs)) if n.inputs != (n.index - 1,) else ""
-        rows.append((str(n.index), str(n.layer.pos.line), n.layer.describe(),
-                     str(n.shape), demand_analysis.describe(n.shape, n.pair_demand),
-                     f"{n.pair_cost.entries:,}", human_count(n.pair_cost.flops),
-                     human_bytes(n.pair_cost.bytes),
-                     demand_analysis.describe(n.shape, n.self_demand), reads))
-    widths = [max(len(r[i]) for r in rows + [header]) for i in range(len(header))]
-    right = {0, 1, 5, 6, 7}
-    fmt = lambda r: "  ".join(c.rjust(w) if i in right else c.ljust(w)  # noqa: E731
-                              for i, (c, w) in enumerate(zip(r, widths))).rstrip()
-    out = [f"net {plan.name} ({plan.filename})", fmt(header), fmt(["-" * w for w in widths])]
-    out += [fmt(r) for r in rows]
-    pt, st = plan.pair_total, plan.self_total
-    out.append("")
-    out.append(f"per pair:  {human_count(pt.flops)} flops, {human_count(pt.transcendentals)} "
-               f"transcendentals, {human_count(pt.entries)} entries computed, largest state "
-               f"{human_count(plan.peak_entries)} entries")
-    out.append(f"per input: {human_count(st.flops)} flops, {human_count(st.transcendentals)} "
-               f"transcendentals (self pass); {plan.self_variance_entries()} variances kept")
-    out.append("offsets: p' - p per spatial axis of the covariance entries a layer's "
-               "output must provide; '-' = not needed; reads: the states a layer reads where "
-               "not the one before")
-    return "\n".join(out)
-
 
 def cmd_check(args) -> int:
     print(summary(load_plan(args)))
@@ -267,9 +205,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
     try:
-        return args.func(args)
+        try:
+            args = parser.parse_args(argv)
+        finally:                        # --help and --version print, then raise SystemExit
+            sys.stdout.flush()
+        status = args.func(args)
+        sys.stdout.flush()              # a closed pipe shows here, not at exit
+        return status
     except InfinetError as err:
         print(str(err), file=sys.stderr)
         return EXIT_USER_ERROR
@@ -280,6 +223,22 @@ def main(argv: list[str] | None = None) -> int:
         print("error: out of memory; lower --max-memory or evaluate fewer inputs at once",
               file=sys.stderr)
         return 1
+    except BrokenPipeError:
+        return _reader_went_away()
+
+
+def _reader_went_away() -> int:
+    """stdout (or stderr) is a pipe whose reader exited (``infinet check X | head -1``):
+    stop quietly, as other command-line tools do.  Both are pointed at /dev/null so the
+    interpreter's final flush cannot fail again."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            os.dup2(devnull, stream.fileno())
+        except (OSError, ValueError):  # noqa: PERF203 - a stream without a descriptor
+            pass
+    os.close(devnull)
+    return 1
 
 
 if __name__ == "__main__":

@@ -10,41 +10,13 @@ of every backend receive these rather than lowering and rendering on their own.
 """
 from __future__ import annotations
 
-import os
-from pathlib import Path
 from typing import Mapping
 
 from .dsl import ast
 from .dsl.lower import lower
 from .dsl.parser import parse
-from .errors import UsageError
+from .dsl.source import read_source
 from .ir.plan import Plan, analyse
-
-
-def read_source(path_or_source: str | os.PathLike) -> tuple[str, str]:
-    """(filename, text) of a ``.net`` file path or of literal ``.net`` source text."""
-    if isinstance(path_or_source, os.PathLike):
-        path = Path(path_or_source)
-    elif isinstance(path_or_source, str):
-        text = path_or_source
-        looks_like_path = "\n" not in text and (text.endswith(".net") or os.path.exists(text))
-        if not looks_like_path:
-            return "<string>", text
-        path = Path(text)
-    else:
-        raise UsageError(f"expected a .net path or source text, got {type(path_or_source).__name__}")
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise UsageError(f"{path}: no such file") from None
-    except IsADirectoryError:
-        raise UsageError(f"{path}: is a directory, not a .net file") from None
-    except OSError as err:
-        raise UsageError(f"{path}: cannot read: {err.strerror or err}") from None
-    try:
-        return str(path), data.decode("utf-8")
-    except UnicodeDecodeError:
-        raise UsageError(f"{path}: not a text file (not UTF-8)") from None
 
 
 def parse_program(path_or_source) -> ast.Program:

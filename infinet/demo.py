@@ -176,13 +176,15 @@ def table(jobs: list[Job], setting: Setting) -> str:
     return "\n".join(lines)
 
 
-def plot(jobs: list[Job], setting: Setting, path: str) -> None:
-    """Accuracy against depth: the digits runs (left) and the paper's CIFAR-10 (right)."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+def figure(jobs: list[Job], setting: Setting):
+    """Accuracy against depth: the digits runs (left) and the paper's CIFAR-10 (right).
+    The legends sit below the axes, so they never cover a line."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
 
-    fig, (ax, bx) = plt.subplots(1, 2, figsize=(11, 4.2))
+    fig = Figure(figsize=(11, 5.2), layout="constrained")
+    FigureCanvasAgg(fig)          # no pyplot: no global state, no GUI backend
+    ax, bx = fig.subplots(1, 2)
     groups = []
     for j in jobs:
         key = (j.arch, j.n_train, j.n_test)
@@ -203,7 +205,8 @@ def plot(jobs: list[Job], setting: Setting, path: str) -> None:
     ax.set_title("infinet: exact kernels on scikit-learn digits (8x8)")
     ax.set_xticks(sorted(setting.depths))
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="best", framealpha=0.85)
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=2,
+              frameon=False)
     pd = sorted(PAPER)
     bx.plot(pd, [PAPER[d][0] for d in pd], "-o", color=colors["CNTK-V"], label="CNTK-V")
     bx.plot(pd, [PAPER[d][1] for d in pd], "-o", color=colors["CNTK-GAP"], label="CNTK-GAP")
@@ -212,8 +215,14 @@ def plot(jobs: list[Job], setting: Setting, path: str) -> None:
     bx.set_ylabel("test accuracy (%)")
     bx.set_title("Arora et al. 2019, Table 1: CIFAR-10 (50k/10k), NTK")
     bx.grid(alpha=0.3)
-    bx.legend(fontsize=8)
-    fig.tight_layout()
+    bx.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=2,
+              frameon=False)
+    return fig
+
+
+def plot(jobs: list[Job], setting: Setting, path: str) -> None:
+    """Write :func:`figure` as a PNG at ``path`` (atomically)."""
+    fig = figure(jobs, setting)
     directory = os.path.dirname(os.path.abspath(path))
     from .runtime.tiling import mkstemp_public
     fd, tmp = mkstemp_public(directory, ".png")
@@ -227,8 +236,6 @@ def plot(jobs: list[Job], setting: Setting, path: str) -> None:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
-    finally:
-        plt.close(fig)
 
 
 # -- the command -------------------------------------------------------------------------------

@@ -66,9 +66,14 @@ def _as_matrix(K, what: str, square: bool = False) -> np.ndarray:
 
 
 class KernelSolver:
-    """Factorises K + ridge·I once; ``solve(B)`` = (K + ridge·I)⁻¹ B in float64."""
+    """Factorises K + ridge·I once; ``solve(B)`` = (K + ridge·I)⁻¹ B in float64.
 
-    def __init__(self, k_train, reg: float = 0.0, warn: bool = True):
+    ``ridge_example`` is how the caller's user sets a ridge, for the ill-conditioning
+    warning (``reg=1e-6`` in Python, ``--reg 1e-6`` on the command line).
+    """
+
+    def __init__(self, k_train, reg: float = 0.0, warn: bool = True,
+                 ridge_example: str = "reg=1e-6"):
         K = _as_matrix(k_train, "train kernel", square=True)
         reg = float(reg)
         if not np.isfinite(reg) or reg < 0:
@@ -122,7 +127,7 @@ class KernelSolver:
                         f"number {cond}; duplicate or nearly identical training inputs?); "
                         f"solving with a pseudo-inverse that drops {self.dropped} of {n} "
                         f"eigenvalues below {threshold:.1e} x the largest. A ridge "
-                        f"(e.g. --reg 1e-6) avoids this")
+                        f"(e.g. {ridge_example}) avoids this")
         if warn:
             warnings.warn(self.warning, IllConditionedWarning, stacklevel=2)
 
@@ -194,23 +199,48 @@ class Classification:
 
 
 def classify(k_train, k_test_train, y_train, y_test=None, reg: float = 0.0,
-             warn: bool = True) -> Classification:
+             warn: bool = True, ridge_example: str = "reg=1e-6") -> Classification:
     """Kernel regression on 0.9/−0.1 one-hot labels, then argmax (Arora et al. 2019)."""
     K, Ks, _ = _check_pair(k_train, k_test_train, None)
     y_train = np.asarray(y_train)
     if len(y_train) != len(K):
         raise DataError(f"{len(y_train)} training labels for a {len(K)}x{len(K)} train kernel")
-    Y, classes = one_hot(y_train)
-    solver = KernelSolver(K, reg, warn=warn)
-    scores = Ks @ solver.solve(Y)
-    labels = classes[np.argmax(scores, axis=1)]
-    accuracy = None
     if y_test is not None:
         y_test = np.asarray(y_test)
         if len(y_test) != len(Ks):
             raise DataError(f"{len(y_test)} test labels for {len(Ks)} test inputs")
-        accuracy = float(np.mean(labels == y_test))
+        check_label_kinds(y_train, y_test)
+    Y, classes = one_hot(y_train)
+    solver = KernelSolver(K, reg, warn=warn, ridge_example=ridge_example)
+    scores = Ks @ solver.solve(Y)
+    labels = classes[np.argmax(scores, axis=1)]
+    accuracy = None if y_test is None else float(np.mean(labels == y_test))
     return Classification(labels, scores, classes, accuracy, solver)
+
+
+def _label_kind(y: np.ndarray) -> str:
+    if y.dtype.kind in "biuf":
+        return "numbers"
+    if y.dtype.kind in "US" or (y.dtype.kind == "O" and all(isinstance(v, str) for v in y)):
+        return "strings"
+    return str(y.dtype)
+
+
+def _first(y: np.ndarray, n: int = 3) -> str:
+    values = [repr(v.item() if hasattr(v, "item") else v) for v in np.unique(y)[:n]]
+    return ", ".join(values) + (", ..." if len(np.unique(y)) > n else "")
+
+
+def check_label_kinds(y_train: np.ndarray, y_test: np.ndarray) -> None:
+    """Test labels that can never equal a training label are an error, not accuracy 0."""
+    a, b = _label_kind(y_train), _label_kind(y_test)
+    if a != b:
+        raise DataError(f"the training labels are {a} ({_first(y_train)}) but the test labels "
+                        f"are {b} ({_first(y_test)}): no prediction can ever match; give both "
+                        f"sets the same kind of labels")
+    if not np.isin(y_test, np.unique(y_train)).any():
+        raise DataError(f"none of the test labels ({_first(y_test)}) is a training label "
+                        f"({_first(y_train)}): no prediction can ever match")
 
 
 # -- NNGP posterior ---------------------------------------------------------------------------
@@ -249,8 +279,10 @@ def ntk_predict(ntk_train, ntk_test_train, y_train, t: float | None = None, *,
     """Mean (and optionally variance) of an infinitely wide net trained on MSE.
 
     Gradient flow with learning rate 1 on L = ½ Σ_i ‖f(x_i) − y_i‖² (a *sum* over the
-    training set; neural-tangents' ``gradient_descent_mse`` uses a mean, so its time is
-    this ``t`` times N·outputs).  Averaged over initialisations (f₀ ~ GP(0, Σ)):
+    training set).  neural-tangents' ``predict.gradient_descent_mse(k, y_train,
+    learning_rate=lr)`` evolves e^{−lr·t_NT·Θ / y_train.size} instead (a mean over the
+    N·outputs targets), so its time ``t_NT`` is this ``t = lr · t_NT / y_train.size``;
+    its ``diag_reg`` is this ``reg``.  Averaged over initialisations (f₀ ~ GP(0, Σ)):
 
         mean_t(x*) = Θ(x*, X) Θ⁻¹ (I − e^{−tΘ}) Y          (t = None or inf: Θ* Θ⁻¹ Y)
 
@@ -319,13 +351,15 @@ class _InfinetEstimator(_Base):
             X = X.reshape((len(X),) + tuple(shape))   # flat rows (e.g. from a Pipeline)
         return check_inputs(k.plan, X, what)
 
+    def _backend(self) -> str:
+        """The backend that runs (``auto`` resolved once, the same for every kernel)."""
+        return self._kernel_fn().executor(self.backend, self.dtype).name
+
     def _kernels(self, a, b=None):
-        from .runtime.tiling import evaluate_tiled
         if self.kernel not in ("ntk", "nngp"):
             raise UsageError(f"kernel must be 'ntk' or 'nngp', got {self.kernel!r}")
-        k = self._kernel_fn()
-        ex = k.executor(self.backend, self.dtype)
-        r = evaluate_tiled(ex, a, b)
+        # cached: a grid search over reg or kernel refits on the same folds
+        r = self._kernel_fn()(a, b, dtype=self.dtype, backend=self._backend(), cache=True)
         return r.ntk if self.kernel == "ntk" else r.nngp
 
     def _fit_kernel(self, X):
@@ -408,13 +442,11 @@ class InfinetRegressor(_RegressorMixin, _InfinetEstimator):
         mean = Ks @ self.dual_coef_
         if not return_std:
             return mean
-        from .runtime.tiling import evaluate_tiled
         k = self._kernel_fn()
-        ex = k.executor(self.backend, self.dtype)
         a = self._inputs(X, "X")
         diag = np.empty(len(a))
         for i in range(len(a)):   # the test self-kernel's diagonal, one input at a time
-            r = evaluate_tiled(ex, a[i:i + 1])
+            r = k(a[i:i + 1], dtype=self.dtype, backend=self._backend())
             diag[i] = (r.ntk if self.kernel == "ntk" else r.nngp)[0, 0]
         var = diag - np.einsum("ij,ji->i", Ks, self.solver_.solve(Ks.T))
         return mean, np.sqrt(np.maximum(var, 0.0))

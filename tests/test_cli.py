@@ -1,4 +1,4 @@
-"""The command line of SPEC §4: check, explain, eval."""
+"""The command line (README.md, "Commands"): check, explain, eval, and how it ends."""
 from __future__ import annotations
 
 import numpy as np
@@ -80,3 +80,70 @@ def test_version_and_help():
     assert code == 0 and out.strip() == f"infinet {infinet.__version__}"
     code, out, _ = run_cli("--help")
     assert code == 0 and "check" in out and "explain" in out and "eval" in out
+
+
+# -- --max-memory values -----------------------------------------------------------------------
+
+@pytest.mark.parametrize("value, message", [
+    ("inf", "--max-memory inf: expected a finite size, like 512M or 4G"),
+    ("nan", "--max-memory nan: expected a finite size, like 512M or 4G"),
+    ("1e400", "--max-memory 1e400: expected a finite size, like 512M or 4G"),
+    ("INFG", "--max-memory INFG: expected a finite size, like 512M or 4G"),
+    ("1e300T", "--max-memory 1e300T: is more than 2^60 bytes; expected a size like 512M or 4G"),
+    ("0.5", "--max-memory 0.5: is less than one byte"),
+    ("0", "--max-memory 0: must be positive"),
+    ("12Q", "--max-memory 12Q: expected a size like 512M or 4G"),
+])
+def test_max_memory_that_is_not_a_size_is_an_error_line(tmp_path, capsys, value, message):
+    np.save(tmp_path / "a.npy", np.ones((2, 64)))
+    for command in (["eval", str(EXAMPLES / "fc_ntk.net"), "--x1", str(tmp_path / "a.npy"),
+                     "--out", str(tmp_path / "K.npz")],
+                    ["classify", str(EXAMPLES / "fc_ntk.net"), "--train", "x", "--test", "y"]):
+        assert main(command + ["--max-memory", value]) == 2
+        assert capsys.readouterr().err == f"error: {message}\n"
+    assert not any(p.name.startswith("K.npz") for p in tmp_path.iterdir())
+
+
+def test_max_memory_sizes():
+    from infinet.cli import parse_size
+    assert parse_size("512M") == 512 * 2 ** 20
+    assert parse_size("4GiB") == parse_size("4g") == 4 * 2 ** 30
+    assert parse_size("1.5K") == 1536 and parse_size("1e6") == 10 ** 6
+
+
+# -- a reader that went away --------------------------------------------------------------------
+
+def _run_into_closed_pipe(*args, cwd=None):
+    """Run the CLI with stdout a pipe whose reading end is already closed."""
+    import os
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+    read, write = os.pipe()
+    os.close(read)
+    env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    try:
+        proc = subprocess.run([sys.executable, "-m", "infinet", *map(str, args)], stdout=write,
+                              stderr=subprocess.PIPE, text=True, cwd=cwd, env=env, timeout=600)
+    finally:
+        os.close(write)
+    return proc.returncode, proc.stderr
+
+
+def test_a_closed_stdout_pipe_ends_every_command_quietly(tmp_path):
+    np.savez(tmp_path / "d.npz", x=np.random.default_rng(0).normal(size=(6, 64)),
+             y=np.arange(6) % 2)
+    net = EXAMPLES / "fc_ntk.net"
+    commands = [["check", net], ["explain", EXAMPLES / "myrtle.net"], ["cuda", net], ["--help"],
+                ["eval", net, "--x1", "d.npz", "--out", "K.npz", "--backend", "numpy"],
+                ["classify", net, "--train", "d.npz", "--test", "d.npz", "--backend", "numpy"],
+                ["demo", "--tiny", "--backend", "numpy", "--plot", "p.png"]]
+    for args in commands:
+        code, err = _run_into_closed_pipe(*args, cwd=tmp_path)
+        # argparse itself ignores a failed write of --help (and --version) and exits 0
+        expected = 0 if args == ["--help"] else 1
+        assert err == "" and code == expected, (args, code, err)
+    # what eval computed before it tried to report is complete, not half-written
+    with np.load(tmp_path / "K.npz") as f:
+        assert f["ntk"].shape == (6, 6)

@@ -58,3 +58,45 @@ def test_default_setting_is_the_documented_one():
     assert (demo.DEFAULT.v_train, demo.DEFAULT.v_test) == (1000, 797)
     assert demo.LARGE.gap_train == 1000 and 21 in demo.LARGE.depths
     assert demo.PAPER[3] == (64.47, 70.47)
+
+
+def test_the_legends_never_cover_the_data():
+    """With --depths 3,5 the old in-axes legend sat on a line: legends are now outside."""
+    jobs = []
+    for d in (3, 5):
+        for arch, n, m in (("CNTK-V", 1000, 797), ("CNTK-V", 150, 150), ("CNTK-GAP", 150, 150)):
+            job = demo.Job(arch, d, n, m)
+            job.accuracy = {"ntk": 0.9 + 0.01 * d, "nngp": 0.85 + 0.01 * d}
+            jobs.append(job)
+    fig = demo.figure(jobs, demo.Setting((3, 5), 1000, 797, 150, 150))
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    axes = fig.get_axes()
+    assert len(axes) == 2
+    for ax in axes:
+        legend = ax.get_legend()
+        assert legend is not None
+        box = legend.get_window_extent(renderer)
+        for other in axes:                                # neither on its own plot nor the other
+            assert not box.overlaps(other.get_window_extent(renderer)), ax.get_title()
+        assert fig.bbox.contains(box.x0, box.y0) and fig.bbox.contains(box.x1, box.y1)
+    assert len(axes[0].get_legend().get_texts()) == 6
+
+
+def test_what_the_demo_and_the_build_leave_in_the_checkout_is_ignored():
+    import subprocess
+
+    from conftest import ROOT
+    paths = ["infinet-demo.png", "infinet.egg-info/PKG-INFO", "build/lib/infinet/cli.py",
+             "tests/__pycache__/conftest.cpython-311.pyc", ".pytest_cache/README.md",
+             ".hypothesis/examples/x", "infinet/codegen/x.so", "infinet/x.o"]
+    proc = subprocess.run(["git", "check-ignore", "--no-index", "--verbose", *paths], cwd=ROOT,
+                          capture_output=True, text=True)
+    ignored = {line.split("\t")[-1] for line in proc.stdout.splitlines()}
+    assert ignored == set(paths), (proc.stdout, proc.stderr)
+    assert demo_default_plot() == "infinet-demo.png"
+
+
+def demo_default_plot() -> str:
+    from infinet.cli import build_parser
+    return build_parser().parse_args(["demo"]).plot

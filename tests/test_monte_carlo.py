@@ -2,7 +2,9 @@
 finite random networks of the same architecture, within the stated statistical error.
 
 The finite networks use NT's 'ntk' parameterization: weights N(0, 1), a layer computes
-W/sqrt(fan_in) · Σ w·x + b·β.  For each random network the expectation over the
+W/sqrt(fan_in) · Σ w·x + b·β; a wide layer's pre-activations are drawn exactly in law
+from the Gram matrix of its inputs (``times_gaussian``: the same random network for a
+fraction of the random numbers).  For each random network the expectation over the
 readout's weights is taken exactly (the empirical kernel of the last hidden features),
 and the estimate is the mean over networks; its standard error is measured from the
 spread across networks.  The bound allows 5 standard errors plus an O(1/width)
@@ -14,19 +16,34 @@ from __future__ import annotations
 import math
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 import infinet
 from scipy_free_erf import erf
 
 
-def conv_same(x, w, q):
-    """x [N, H, W, C], w [q*q*C, n]: SAME zero padding, stride 1, im2col."""
+def patches_same(x, q):
+    """x [N, H, W, C] → im2col rows [N·H·W, q·q·C]: SAME zero padding, stride 1."""
     N, H, W, C = x.shape
     lo = (q - 1) // 2
-    xp = np.zeros((N, H + q - 1, W + q - 1, C), np.float32)
+    xp = np.zeros((N, H + q - 1, W + q - 1, C), x.dtype)
     xp[:, lo:lo + H, lo:lo + W] = x
     cols = np.stack([xp[:, a:a + H, c:c + W, :] for a in range(q) for c in range(q)], axis=3)
-    return cols.reshape(N, H, W, q * q * C) @ w
+    return cols.reshape(N * H * W, q * q * C)
+
+
+def times_gaussian(P, n, rng):
+    """P @ w for w [fan_in, n] with i.i.d. N(0, 1) entries, sampled exactly in law.
+
+    Given P, each column of P @ w is N(0, P Pᵀ), independently; when fan_in exceeds the
+    rows of P it is much cheaper to draw it as V √Λ ε (P Pᵀ = V Λ Vᵀ, ε ~ N(0, I)) than
+    to draw the fan_in × n weights: the same random network, fewer random numbers."""
+    rows, fan_in = P.shape
+    if fan_in <= rows:
+        return P @ rng.standard_normal((fan_in, n), dtype=np.float32)
+    lam, V = np.linalg.eigh((P @ P.T).astype(np.float64))
+    root = (V * np.sqrt(np.clip(lam, 0, None))).astype(np.float32)
+    return root @ rng.standard_normal((rows, n), dtype=np.float32)
 
 
 def cnn_features(x, rng, width):
@@ -35,12 +52,12 @@ def cnn_features(x, rng, width):
     n = width
     h = x.astype(np.float32)       # float32 is plenty for a Monte-Carlo estimate
     for (W, b, act) in ((math.sqrt(2), 0.1, "relu"), (math.sqrt(2), 0.0, "relu"), (1.2, 0.0, "erf")):
-        C = h.shape[-1]
-        w = rng.standard_normal((9 * C, n), dtype=np.float32) * np.float32(W / math.sqrt(9 * C))
-        z = conv_same(h, w, 3) + np.float32(b) * rng.standard_normal(n, dtype=np.float32)
+        N, H, Wd, C = h.shape
+        P = patches_same(h, 3) * np.float32(W / math.sqrt(9 * C))
+        z = times_gaussian(P, n, rng).reshape(N, H, Wd, n)
+        z += np.float32(b) * rng.standard_normal(n, dtype=np.float32)
         h = np.maximum(z, 0) if act == "relu" else erf(z)
         if act == "relu" and b == 0.0:
-            N, H, Wd, _ = h.shape
             h = h.reshape(N, H // 2, 2, Wd // 2, 2, n).mean(axis=(2, 4))
     return h.mean(axis=(1, 2)).astype(np.float64)          # gap
 
@@ -80,9 +97,11 @@ def test_nngp_of_a_pooled_cnn_matches_finite_networks():
     exact = infinet.compile(CNN_NET)(x).nngp
     width, networks = 512, 400
     est = []
-    for _ in range(networks):
-        g = cnn_features(x, rng, width)
-        est.append(1.5 ** 2 * g @ g.T / width + 0.2 ** 2)
+    # small matrices: one BLAS thread (several thrash on a loaded machine: 4x-8x slower)
+    with threadpool_limits(1, user_api="blas"):
+        for _ in range(networks):
+            g = cnn_features(x, rng, width)
+            est.append(1.5 ** 2 * g @ g.T / width + 0.2 ** 2)
     check(np.array(est), exact, width, resolution=0.03)
 
 

@@ -88,6 +88,52 @@ def test_gp_posterior():
     assert gp_posterior(K, Ks, y)[1] is None
 
 
+def test_labels_that_can_never_match_are_refused():
+    K, Ks, _, _ = _kernels()
+    y = np.arange(40) % 3
+    with pytest.raises(DataError, match=r"training labels are numbers \(0, 1, 2\) but the test "
+                                        r"labels are strings \('0', '1', '2'\)"):
+        classify(K, Ks, y, y_test=np.array([str(v) for v in np.arange(9) % 3]))
+    with pytest.raises(DataError, match=r"training labels are strings \('a', 'b', 'c'\) but "
+                                        r"the test labels are numbers"):
+        classify(K, Ks, np.array(list("abc" * 14))[:40], y_test=np.zeros(9, int))
+    with pytest.raises(DataError, match=r"none of the test labels \(3, 4\) is a training label "
+                                        r"\(0, 1, 2\)"):
+        classify(K, Ks, y, y_test=np.r_[np.full(5, 3), np.full(4, 4)])
+    # numbers compare as numbers: float test labels against int training labels are fine
+    c = classify(K, Ks, y, y_test=(np.arange(9) % 3).astype(float))
+    assert c.accuracy == pytest.approx(np.mean(c.labels == np.arange(9) % 3))
+
+
+def test_ill_conditioning_hint_uses_the_callers_words():
+    K, Ks, _, _ = _kernels(n=10, d=30)
+    B, Bs = np.r_[np.c_[K, K], np.c_[K, K]], np.c_[Ks, Ks]
+    y = np.r_[np.arange(10) % 3, np.arange(10) % 3]
+    with pytest.warns(IllConditionedWarning, match=r"A ridge \(e.g. reg=1e-6\) avoids this"):
+        classify(B, Bs, y)
+    with pytest.warns(IllConditionedWarning, match=r"A ridge \(e.g. --reg 1e-6\) avoids this"):
+        classify(B, Bs, y, ridge_example="--reg 1e-6")
+
+
+def test_time_scaling_against_neural_tangents():
+    """tests/data/nt_predict.npz (tests/oracle/nt_predict.py): NT's gradient_descent_mse at
+    time t with learning rate lr is ntk_predict at lr·t / y_train.size; its diag_reg is
+    our reg; its gp_inference is gp_posterior."""
+    from conftest import DATA
+    with np.load(DATA / "nt_predict.npz") as f:
+        r = {k: f[k] for k in f.files}
+    args = r["k_train"], r["k_test_train"], r["y_train"]
+    reg = float(r["diag_reg"])
+    t = float(r["lr"]) * float(r["t"]) / r["y_train"].size
+    np.testing.assert_allclose(ntk_predict(*args, t=t, reg=reg), r["gd_t"], rtol=1e-12,
+                               atol=1e-14)
+    np.testing.assert_allclose(ntk_predict(*args, reg=reg), r["gd_inf"], rtol=1e-12, atol=1e-14)
+    assert np.abs(ntk_predict(*args, t=float(r["t"]), reg=reg) - r["gd_t"]).max() > 1e-2
+    mean, cov = gp_posterior(*args, k_test_test=r["k_test_test"], reg=reg)
+    np.testing.assert_allclose(mean, r["gp_mean"], rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(cov, r["gp_cov"], rtol=1e-10, atol=1e-13)
+
+
 def test_ntk_finite_time():
     T, Ts, Tss, rng = _kernels(seed=1)
     S, Ss, Sss, _ = _kernels(seed=2)
@@ -174,7 +220,9 @@ def test_classify_npz_nngp_ridge_and_resumable_kernels(tmp_path, capsys):
     pred = np.argmax(Kte @ np.linalg.solve(Ktr + 1e-3 * np.mean(np.diag(Ktr)) * np.eye(60), Y), 1)
     assert out.strip() == f"accuracy: {np.mean(pred == y[60:]):.4f}"
     for args, message in [
-        (["--train", "tr.npz", "--test", "te.npz"], None),                  # string labels: 0
+        (["--train", "tr.npz", "--test", "te.npz"],                       # was: accuracy 0
+         "error: the training labels are numbers (0, 1, 2) but the test labels are strings "
+         "('a', 'b', 'c'): no prediction can ever match"),
         (["--train", "digits:train", "--test", "te_num.npz"], "has shape (1000, 8, 8, 1)"),
         (["--train", "tr.npz", "--test", "x.npy"], "has no labels"),
         (["--train", "tr.npz", "--test", "te_num.npz", "--reg", "-1"], "--reg -1: must be"),
@@ -182,10 +230,8 @@ def test_classify_npz_nngp_ridge_and_resumable_kernels(tmp_path, capsys):
     ]:
         np.save(tmp_path / "x.npy", x[:3])
         code, out, err = _main_in(tmp_path, capsys, "classify", str(FC), *args)
-        if message is None:
-            assert code == 0 and out.strip().endswith("accuracy: 0.0000"), err
-        else:
-            assert code == 2 and message in err and "Traceback" not in err, (args, err)
+        assert code == 2 and message in err and "Traceback" not in err, (args, err)
+        assert "accuracy" not in out
 
 
 def test_classify_warns_on_duplicate_training_inputs(tmp_path):
@@ -242,3 +288,61 @@ def test_regressor_matches_gp_posterior():
     np.testing.assert_allclose(mean, m, rtol=1e-8, atol=1e-10)
     np.testing.assert_allclose(std, np.sqrt(v), rtol=1e-6, atol=1e-8)
     assert reg.score(x[20:], t[20:]) <= 1.0
+
+
+def test_a_fitted_classifier_pickles_and_predicts_the_same(tmp_path):
+    import pickle
+
+    import joblib
+    rng = np.random.default_rng(3)
+    x, y = rng.normal(size=(24, 64)), np.arange(24) % 3
+    clf = InfinetClassifier(str(FC), params={"depth": 2}, backend="cpu").fit(x[:16], y[:16])
+    want = clf.decision_function(x[16:])        # the compiled C++ executor is loaded now
+    assert clf._kernel_fn()._executors           # (what made pickling fail: a ctypes pointer)
+    again = pickle.loads(pickle.dumps(clf))
+    np.testing.assert_array_equal(again.decision_function(x[16:]), want)
+    joblib.dump(clf, tmp_path / "clf.joblib")
+    loaded = joblib.load(tmp_path / "clf.joblib")
+    assert np.array_equal(loaded.predict(x[16:]), clf.predict(x[16:]))
+    np.testing.assert_array_equal(loaded.decision_function(x[16:]), want)
+    assert loaded.get_params() == clf.get_params()
+
+
+def test_grid_search_over_the_ridge_computes_each_kernel_once(monkeypatch):
+    from sklearn.model_selection import GridSearchCV
+
+    from infinet.runtime.datasets import checksum
+    from infinet.runtime.kernel_cache import KERNELS
+    from infinet.runtime.reference import ReferenceExecutor
+    KERNELS.clear()
+    symmetric, cross = [], []
+    pairs = ReferenceExecutor.pairs
+
+    def counting_pairs(self, x1, x2, *args, **kwargs):   # one entry per kernel computed
+        (symmetric if x1 is x2 else cross).append((checksum(x1), checksum(x2)))
+        return pairs(self, x1, x2, *args, **kwargs)
+
+    monkeypatch.setattr(ReferenceExecutor, "pairs", counting_pairs)
+    rng = np.random.default_rng(4)
+    x, y = rng.normal(size=(30, 64)), np.arange(30) % 3
+    est = InfinetClassifier(str(FC), params={"depth": 2}, backend="numpy")
+    search = GridSearchCV(est, {"reg": [0.0, 1e-3, 1e-1], "kernel": ["ntk", "nngp"]}, cv=3,
+                          refit=False).fit(x, y)
+    assert len(search.cv_results_["mean_test_score"]) == 6
+    # 3 folds: each train kernel and each test-train kernel once (in one pair batch each),
+    # not once per candidate (6 each)
+    assert len(set(symmetric)) == 3 and len(symmetric) == 3, symmetric
+    assert len(set(cross)) == 3 and len(cross) == 3, cross
+    assert KERNELS.hits == 6 * 3 * 2 - 6
+    # the cached kernels give the scores an uncached run gives
+    KERNELS.clear()
+    KERNELS.max_bytes = 0                       # keeps nothing
+    try:
+        fresh = GridSearchCV(est, {"reg": [1e-3]}, cv=3, refit=False).fit(x, y)
+    finally:
+        KERNELS.max_bytes = 2 ** 30
+    want = [s for p, s in zip(search.cv_results_["params"],
+                              search.cv_results_["mean_test_score"])
+            if p == {"kernel": "ntk", "reg": 1e-3}]
+    assert fresh.cv_results_["mean_test_score"].tolist() == want
+    assert len(symmetric) == 6

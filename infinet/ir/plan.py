@@ -54,9 +54,6 @@ class Plan:
     nodes: tuple[NodePlan, ...]
     notes: tuple[str, ...] = field(default_factory=tuple)
 
-    def __repr__(self) -> str:
-        return f"<infinet plan {self.name}: {len(self.nodes) - 1} layers, input {self.input_shape}>"
-
     @property
     def input(self) -> Layer:
         return self.nodes[0].layer
@@ -103,6 +100,18 @@ class Plan:
         for n in self.nodes[1:]:
             out[n.layer.keyword] = out.get(n.layer.keyword, 0) + 1
         return out
+
+    def __repr__(self) -> str:
+        n = len(self.nodes) - 1
+        params = "".join(f", {k}={v:g}" for k, v in self.params.items())
+        return (f"<Plan {self.name} ({self.filename}): input {'x'.join(map(str, self.data_shape))}"
+                f", {n} layer{'s' if n != 1 else ''}{params}; "
+                f"{human_count(self.pair_total.flops)} flops per pair>")
+
+    def summary(self) -> str:
+        """What ``infinet check`` prints: input, layers, readout demand, cost."""
+        from ..report import summary
+        return summary(self)
 
 
 def _variance_states(nodes, pair_demand) -> tuple[int, ...]:

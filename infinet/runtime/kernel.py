@@ -9,6 +9,8 @@ from .backends import make_executor, resolve_backend
 from .data import check_inputs
 from .evaluate import KernelResult, evaluate
 from .executor import check_dtype
+from .kernel_cache import KERNELS, cache_key
+from .memory import parse_size
 
 
 class CompiledKernel:
@@ -19,7 +21,10 @@ class CompiledKernel:
     ``x2=None`` means x2 = x1, and then the result is exactly symmetric.  Every stage of
     the compilation is kept: ``k.program`` (the AST), ``k.plan`` (the analysed graph),
     ``k.kernel_program`` (the code generator's stages over offset planes),
-    ``k.cpu_source`` and ``k.cuda_source`` (the generated C++ and CUDA).
+    ``k.cpu_source`` and ``k.cuda_source`` (the generated C++ and CUDA);
+    ``k.summary()`` and ``k.explain()`` describe the plan as ``infinet check`` and
+    ``infinet explain`` do.  A kernel pickles (its compiled executors are left out and
+    built again when first needed).
     """
 
     def __init__(self, program: ast.Program, plan: Plan):
@@ -54,6 +59,17 @@ class CompiledKernel:
         from ..codegen.render import render
         return render(self.kernel_program, "cpu")
 
+    def summary(self) -> str:
+        """The plan summary that ``infinet check`` prints."""
+        from ..report import summary
+        return summary(self.plan)
+
+    def explain(self) -> str:
+        """The per-layer table that ``infinet explain`` prints: output shape, offsets
+        needed, work and memory per pair."""
+        from ..report import explain
+        return explain(self.plan)
+
     def executor(self, backend: str = "auto", dtype="float64", pairs: int | None = None,
                  ntk: bool = True):
         """The executor for a backend and dtype (``auto`` resolved with ``pairs``)."""
@@ -64,19 +80,40 @@ class CompiledKernel:
         return self._executors[key]
 
     def __call__(self, x1, x2=None, *, dtype="float64", backend: str = "auto",
-                 max_memory: int | None = None, progress=None) -> KernelResult:
+                 max_memory: int | str | None = None, progress=None,
+                 cache: bool = False) -> KernelResult:
+        """K(x1, x2).  ``max_memory``: working memory for pair batches, bytes or a size
+        such as "512M".  ``cache=True``: reuse a result this process computed before for
+        the same net, params, inputs, dtype and backend, and keep this one
+        (:mod:`infinet.runtime.kernel_cache`; its arrays are then read-only)."""
+        if max_memory is not None:
+            max_memory = parse_size(max_memory, f"max_memory={max_memory!r}")
         a = check_inputs(self.plan, _host(x1), "x1")
         b = None if x2 is None else check_inputs(self.plan, _host(x2), "x2")
         pairs = len(a) * (len(a) + 1) // 2 if b is None else len(a) * len(b)
         executor = self.executor(backend, dtype, pairs)
-        result = evaluate(executor, a, b, max_memory=max_memory, progress=progress)
+        if cache:
+            key = cache_key(self.plan, executor, a, b)
+            result = KERNELS.get(key)
+            if result is None:
+                result = KERNELS.put(key, evaluate(executor, a, b, max_memory=max_memory,
+                                                   progress=progress))
+        else:
+            result = evaluate(executor, a, b, max_memory=max_memory, progress=progress)
         if _is_cupy(x1):          # CuPy in, CuPy out
             import cupy
             result = KernelResult(cupy.asarray(result.nngp), cupy.asarray(result.ntk))
         return result
 
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        state["_executors"] = {}          # ctypes handles and GPU modules do not pickle
+        for stage in ("kernel_program", "cpu_source", "cuda_source"):
+            state.pop(stage, None)        # generated again on demand
+        return state
+
     def __repr__(self) -> str:
-        return f"<infinet kernel {self.plan.name}: {len(self.plan.nodes) - 1} layers>"
+        return "<infinet kernel " + repr(self.plan).removeprefix("<Plan ")
 
 
 def _is_cupy(x) -> bool:
