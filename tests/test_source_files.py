@@ -106,8 +106,8 @@ def test_a_mistyped_path_says_no_such_file(tmp_path):
 
 def test_one_line_source_text_is_still_source():
     k = infinet.compile("input 4; dense W=1/2; relu; dense")
-    assert k.plan.filename == "<string>" and len(k.plan.layers) == 4
-    with pytest.raises(NetError, match="^<string>:1:7: error: unexpected .4."):
+    assert k.plan.filename == "<string>" and len(k.plan.nodes) == 4
+    with pytest.raises(NetError, match="^<string>:1:1: error: unknown layer 'inptu' \\(did you mean 'input'\\?\\)"):
         infinet.compile("inptu 4")
     assert not source.looks_like_path("")
     assert source.looks_like_path(str(EXAMPLES / "fc_ntk.net"))

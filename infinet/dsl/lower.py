@@ -13,6 +13,7 @@ refused at once.
 """
 from __future__ import annotations
 
+import difflib
 from dataclasses import dataclass
 from typing import Mapping
 
@@ -187,15 +188,19 @@ class _Lowering:
 
     # -- layers -------------------------------------------------------------------------
     def layer(self, st: ast.LayerStmt) -> Layer:
-        if self.current is None:
-            raise NetError("a layer before the `input` line", st.pos)
         cls = LAYERS.get(st.kind)
         if cls is None:
             hint = ""
             if st.kind in BLOCKS or st.kind in ("repeat", "branch"):
                 hint = f" ('{st.kind}' is a block: `{st.kind} {{ … }}`)"
-            raise NetError(f"unknown layer '{st.kind}'{hint} (layers: {', '.join(LAYERS)})",
+            else:
+                close = difflib.get_close_matches(st.kind, list(LAYERS) + ["input", "param"], 1)
+                if close:
+                    hint = f" (did you mean '{close[0]}'?)"
+            raise NetError(f"unknown layer '{st.kind}'{hint}; layers: {', '.join(LAYERS)}",
                            st.pos)
+        if self.current is None:
+            raise NetError("a layer before the `input` line", st.pos)
         takes_size = cls.window == WINDOW
         if takes_size and st.size is None:
             raise NetError(f"{st.kind} needs a window size, e.g. `{st.kind} 3x3` (`{st.kind} 3`"
@@ -210,6 +215,9 @@ class _Lowering:
             if opt.key not in allowed:
                 names = ", ".join(allowed)
                 hint = f" (options: {names})" if names else " (it has no options)"
+                close = difflib.get_close_matches(opt.key, list(allowed), 1)
+                if close:
+                    hint = f" (did you mean '{close[0]}'? options: {names})"
                 if opt.key in cls.flags:
                     hint = f" ('{opt.key}' is a flag: write it alone)"
                 raise NetError(f"unknown option '{opt.key}' for {st.kind}{hint}", opt.pos)
