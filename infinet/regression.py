@@ -320,7 +320,7 @@ class _InfinetEstimator(_Base):
         return check_inputs(k.plan, X, what)
 
     def _kernels(self, a, b=None):
-        from .runtime.tiling import evaluate_tiled
+        from .runtime.evaluate import evaluate_tiled
         if self.kernel not in ("ntk", "nngp"):
             raise UsageError(f"kernel must be 'ntk' or 'nngp', got {self.kernel!r}")
         k = self._kernel_fn()
@@ -408,7 +408,7 @@ class InfinetRegressor(_RegressorMixin, _InfinetEstimator):
         mean = Ks @ self.dual_coef_
         if not return_std:
             return mean
-        from .runtime.tiling import evaluate_tiled
+        from .runtime.evaluate import evaluate_tiled
         k = self._kernel_fn()
         ex = k.executor(self.backend, self.dtype)
         a = self._inputs(X, "X")
