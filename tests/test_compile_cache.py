@@ -15,7 +15,6 @@ import shutil
 import stat
 import subprocess
 import tempfile
-import warnings
 
 import pytest
 

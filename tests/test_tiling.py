@@ -256,6 +256,26 @@ def test_progress_bar_log_and_quiet(gap):
     assert silent.getvalue() == ""
 
 
+def test_progress_of_a_resumed_and_of_a_finished_run(gap, tmp_path):
+    x = _images(12)
+    out = str(tmp_path / "K")
+    with pytest.raises(KeyboardInterrupt):
+        evaluate_tiled(Counting(gap, fail_after=2), x, None, out=out, tile=3)
+    tty = _Tty()
+    evaluate_tiled(gap, x, None, out=out, progress=Progress("eval", stream=tty))
+    text = tty.getvalue()
+    assert text.startswith("eval: resuming: 15 of 78 pairs already done\n\reval:")
+    assert "15/78 pairs" in text and text.rstrip().endswith("pairs/s")
+    for mode in ("bar", "log"):
+        done = io.StringIO()
+        evaluate_tiled(gap, x, None, out=out, progress=Progress("eval", stream=done, mode=mode))
+        assert done.getvalue() == "eval: all 78 pairs already done\n"
+    erased = _Tty()                 # keep=False: the bar is erased, nothing else is said
+    evaluate_tiled(gap, x, None, progress=Progress("k", stream=erased, keep=False))
+    text = erased.getvalue()
+    assert text.endswith("\r") and text.rsplit("\r", 2)[-2].strip() == "" and "\n" not in text
+
+
 # -- the command line: --out DIR/, kill -9 and resume ---------------------------------------------
 
 def _env():

@@ -15,6 +15,8 @@ import tempfile
 
 import numpy as np
 
+from .killpoints import reached
+
 #: errno values that mean "the disk (or the quota, or the file size limit) is full"
 NO_SPACE = frozenset(e for e in (errno.ENOSPC, getattr(errno, "EDQUOT", None), errno.EFBIG)
                      if e is not None)
@@ -81,8 +83,7 @@ def replace_atomic(path: str, write, suffix: str = ".tmp", tmpdir: str | None = 
             write(fh)
             fh.flush()
             os.fsync(fh.fileno())
-        from .killpoints import reached
-        reached("atomic.before-rename")
+        reached("write:" + os.path.basename(path))
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):

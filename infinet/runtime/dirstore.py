@@ -235,11 +235,16 @@ class DirStore(Store):
         # --max-memory (after running out of memory, say) is honoured.
         self.batch = min(int(g["batch"]), batch)
         tiles = self.grid.tiles()
+        repairing = None
         if self.manifest.get("status") == "complete":
-            if self._verify_complete(tiles):
+            repairing = self._verify_complete(tiles)
+            if repairing is None:
                 self.complete = True
                 self.done = {t.index for t in tiles}
                 return
+            warnings.warn(StoreWarning(
+                f"{self.what} {self.path}: the finished results are damaged ({repairing}); "
+                f"computing the damaged tiles again"), stacklevel=3)
             self._reopen()
         self._attach()
         records = self._read_journal(len(tiles))
@@ -248,7 +253,7 @@ class DirStore(Store):
             self.done = {k for k, digest in records.items()
                          if stored_digest(tiles[k], arrays) == digest}
         damaged = len(records) - len(self.done)
-        if damaged:
+        if damaged and repairing is None:
             warnings.warn(StoreWarning(
                 f"{self.what} {self.path}: {damaged} of {len(records)} finished tiles are "
                 f"damaged (their values no longer match their checksums); computing them "
@@ -257,24 +262,30 @@ class DirStore(Store):
             self._journal_fd = os.open(self._file(JOURNAL), os.O_WRONLY | os.O_CREAT
                                        | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
 
-    def _verify_complete(self, tiles) -> bool:
-        """Whether the finished results are all there and match their checksums."""
+    def _verify_complete(self, tiles) -> str | None:
+        """None when the finished results are all there and match their checksums, else
+        what is wrong."""
         arrays = []
         for name in ARRAYS:
+            path = self._file(f"{name}.npy")
+            if not os.path.exists(path):
+                return f"{name}.npy is missing"
             try:
-                mm = np.load(self._file(f"{name}.npy"), mmap_mode="r")
+                mm = np.load(path, mmap_mode="r")
             except (OSError, ValueError):
-                return False
-            if mm.shape != (self.grid.n1, self.grid.n2) or mm.dtype != np.float64 or \
-                    os.path.getsize(self._file(f"{name}.npy")) < mm.offset + mm.nbytes:
-                return False
+                return f"{name}.npy cannot be read as an array (truncated?)"
+            if mm.shape != (self.grid.n1, self.grid.n2) or mm.dtype != np.float64:
+                return f"{name}.npy holds {mm.dtype} {mm.shape}"
             arrays.append(mm)
         records = self._read_journal(len(tiles), repair=False)
+        missing = len(tiles) - len(records)
+        if missing:
+            return f"{JOURNAL} has no checksum for {missing} of {len(tiles)} tiles"
         try:
-            return len(records) == len(tiles) and all(
-                stored_digest(t, arrays) == records.get(t.index) for t in tiles)
-        except OSError:
-            return False
+            bad = sum(stored_digest(t, arrays) != records[t.index] for t in tiles)
+        except OSError as err:
+            return f"reading them failed ({err.strerror})"
+        return f"{bad} of {len(tiles)} tiles do not match their checksums" if bad else None
 
     def _reopen(self) -> None:
         """A finished directory found damaged: make it a running one again, so that the

@@ -1,9 +1,11 @@
 """Named kill points: how the tests crash a run at an exact moment.
 
 ``reached(name)`` does nothing unless the environment variable ``INFINET_KILLPOINT``
-names this point (``NAME``, or ``NAME:N`` for its N-th passage, counting from 1); then
+names this point (``NAME``, or ``NAME@N`` for its N-th passage, counting from 1); then
 the process kills itself with SIGKILL — no cleanup, no ``finally``, exactly like a crash
-or power loss at that instant.  The points are listed in ``POINTS``.
+or power loss at that instant.  The points are listed in ``POINTS``; ``write:FILE`` is
+passed by every atomic file write (atomic.py) with its temporary file complete and not
+yet renamed to FILE (e.g. ``write:K.npz``, ``write:manifest.json@2``).
 """
 from __future__ import annotations
 
@@ -13,7 +15,7 @@ import signal
 ENV = "INFINET_KILLPOINT"
 
 POINTS = {
-    "atomic.before-rename": "an atomic file write: the temporary file written, not renamed",
+    "write:FILE": "an atomic write of FILE: the temporary file written, not yet renamed",
     "dir.manifest-written": "a fresh output directory: the manifest written, no arrays yet",
     "dir.tile-written": "a tile's values on disk (msync), its journal line not written",
     "dir.tile-recorded": "a tile's journal line written and fsync'ed",
@@ -33,7 +35,7 @@ def reached(name: str) -> None:
     wanted = os.environ.get(ENV)
     if not wanted:
         return
-    point, _, count = wanted.partition(":")
+    point, _, count = wanted.partition("@")
     if point != name:
         return
     _passes[name] = _passes.get(name, 0) + 1

@@ -148,10 +148,11 @@ def storage_error(err: OSError, what: str, path: str, doing: str) -> DataError:
     """A one-line error for a failed file operation on an output."""
     name = f" ({err.filename})" if getattr(err, "filename", None) else ""
     if no_space(err):
-        return DataError(
-            f"{what} {path}: no space left on device ({err.strerror}) while {doing}; "
-            f"the finished tiles are kept: free some space and run the same command again "
-            f"to resume")
+        reason = {errno.ENOSPC: "no space left on device",
+                  errno.EFBIG: "the file size limit is exceeded"}.get(err.errno,
+                                                                       "the disk quota is exceeded")
+        return DataError(f"{what} {path}: {reason} while {doing}; nothing finished is lost: "
+                         f"free some space and run the same command again to resume")
     if err.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
         return UsageError(f"{what} {path}: cannot write here ({err.strerror}{name}); "
                           f"choose another output")
