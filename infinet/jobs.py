@@ -149,7 +149,10 @@ def run_classify(args, plan, executor, max_memory=None) -> int:
     store_train = store_test = None
     if kernels_dir:
         base = kernels_dir.rstrip("/")
-        os.makedirs(base, exist_ok=True)
+        try:
+            os.makedirs(base, exist_ok=True)
+        except OSError as err:
+            raise UsageError(f"--kernels {kernels_dir}: cannot create ({err.strerror})") from None
         store_train, store_test = os.path.join(base, "train"), os.path.join(base, "test")
     hint = (f"the finished tiles are kept in {kernels_dir}: run the same command again to "
             f"resume" if kernels_dir else "nothing was kept (--kernels DIR keeps the kernels "

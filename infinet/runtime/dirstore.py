@@ -41,9 +41,9 @@ from .atomic import create_npy, fsync_dir, remove_temporaries, reserve, write_at
 from .identity import differences
 from .killpoints import reached
 from .result import KernelResult
-from .stores import (ARRAYS, Store, StoreWarning, io_errors, place_tile, stored_digest,
-                     storage_error, tile_digest)
-from .tiles import TileGrid
+from .stores import (ARRAYS, Store, StoreWarning, io_errors, stored_digest, storage_error,
+                     tile_digest)
+from .tiles import TileGrid, place_tile
 
 FORMAT = "infinet-kernels/2"
 MANIFEST = "manifest.json"

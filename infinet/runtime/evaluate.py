@@ -1,7 +1,7 @@
 """Kernel matrices of whole datasets: the tile-by-tile driver, and the plain pair loop.
 
 ``evaluate_tiled`` cuts the pair space into tiles (tiles.py), computes the tiles a store
-(stores.py) does not yet hold — through the executor interface every backend provides
+(stores.py; which one: outputs.py) does not yet hold — through the executor interface every backend provides
 — and hands each finished tile to the store, which keeps it (in memory, in a directory,
 in one ``.npz``).  Batches stay within ``max_memory`` (batching.py).
 """
@@ -13,8 +13,8 @@ import numpy as np
 
 from .batching import DEFAULT_MAX_MEMORY, WORKING_ARRAYS, batch_size, pair_batch_size
 from .identity import identity
+from .outputs import open_store
 from .result import KernelResult
-from .stores import open_store
 from .tiles import choose_grid, compute_tile, pair_count, pair_indices
 
 __all__ = ["DEFAULT_MAX_MEMORY", "WORKING_ARRAYS", "KernelResult", "evaluate",

@@ -20,7 +20,7 @@ store through these calls only::
 ``write`` and ``record`` are separate so that a tile can be written where it was computed
 (a worker process) and recorded by the one process that tracks the run.  A store of a new
 kind (a zarr group, chunks = tiles, the manifest in its attributes, per-chunk checksums)
-implements these calls and is chosen in :func:`open_store`; the driver stays as it is.
+implements these calls and is chosen in ``outputs.open_store``; the driver stays as it is.
 
 Kinds: :class:`MemoryStore` (nothing survives the process), ``DirStore`` (``DIR/``:
 memory-mappable .npy files, dirstore.py) and ``NpzStore`` (one ``K.npz``, npzstore.py).
@@ -30,7 +30,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import hashlib
-import os
 
 import numpy as np
 
@@ -96,21 +95,6 @@ class MemoryStore(Store):
 
     def finish(self) -> KernelResult:
         return KernelResult(self.nngp, self.ntk)
-
-
-def open_store(out: str | None, identity, n1: int, n2: int, *, what: str = "--out",
-               overwrite: bool = False) -> Store:
-    """The store for ``out``: None → memory; ``*.npz`` (not an existing directory) → one
-    ``.npz`` file; anything else → a directory.  ``identity()`` gives the computation's
-    identity (called only for stores that keep results)."""
-    if out is None:
-        return MemoryStore(n1, n2)
-    out = os.fspath(out)
-    if out.endswith(".npz") and not os.path.isdir(out):
-        from .npzstore import NpzStore
-        return NpzStore(out, identity(), what, overwrite=overwrite)
-    from .dirstore import DirStore
-    return DirStore(out, identity(), what, overwrite=overwrite)
 
 
 # -- checksums of tiles ------------------------------------------------------------------------
