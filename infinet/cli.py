@@ -6,6 +6,7 @@ line and a caret) or a one-line ``error: ...`` on stderr and exits with status 2
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 
@@ -78,19 +79,17 @@ def cmd_eval(args) -> int:
     executor = make_executor(plan, args.backend, dtype, pairs=_pair_count(x1, x2))
     describe = {"x1": d1.describe()} | ({} if d2 is None else {"x2": d2.describe()})
     message = jobs.eval_to_output(executor, x1, x2, args.out, max_memory=max_memory, tile=tile,
-                                  quiet=args.quiet, describe=describe)
+                                  quiet=args.quiet, describe=describe,
+                                  overwrite=args.overwrite)
     if not args.quiet:
         print(message)
     return 0
 
 
-def _pair_count(x1, x2) -> int | None:
+def _pair_count(x1, x2) -> int:
     """How many kernel entries an eval computes (guides `--backend auto`)."""
-    try:
-        n1 = len(x1)
-        return n1 * (n1 + 1) // 2 if x2 is None else n1 * len(x2)
-    except TypeError:
-        return None
+    from .runtime.tiles import pair_count
+    return pair_count(len(x1), len(x1) if x2 is None else len(x2), x2 is None)
 
 
 def cmd_cuda(args) -> int:
@@ -163,6 +162,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dtype", default="float64", help="float64 (default) or float32")
     add_backend_option(p)
     add_memory_option(p)
+    p.add_argument("--overwrite", action="store_true", help="replace an --out that holds the "
+                   "results of a different computation (without it such an output is refused)")
     p.add_argument("--quiet", "-q", action="store_true", help="print nothing on success (no "
                    "progress either)")
 
@@ -203,6 +204,24 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+@contextlib.contextmanager
+def _warnings_as_lines():
+    """infinet's own warnings as one ``warning: ...`` line each (no file:line, no source)."""
+    import warnings
+    shown = warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        if category.__module__.split(".")[0] == "infinet":
+            print(f"warning: {message}", file=file or sys.stderr)
+        else:
+            shown(message, category, filename, lineno, file, line)
+    warnings.showwarning = show
+    try:
+        yield
+    finally:
+        warnings.showwarning = shown
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     try:
@@ -210,14 +229,16 @@ def main(argv: list[str] | None = None) -> int:
             args = parser.parse_args(argv)
         finally:                        # --help and --version print, then raise SystemExit
             sys.stdout.flush()
-        status = args.func(args)
+        with _warnings_as_lines():
+            status = args.func(args)
         sys.stdout.flush()              # a closed pipe shows here, not at exit
         return status
     except InfinetError as err:
         print(str(err), file=sys.stderr)
         return EXIT_USER_ERROR
-    except KeyboardInterrupt:
-        print("error: interrupted", file=sys.stderr)
+    except KeyboardInterrupt as err:
+        hint = getattr(err, "hint", "")
+        print("error: interrupted" + (f"; {hint}" if hint else ""), file=sys.stderr)
         return 130
     except MemoryError:
         print("error: out of memory; lower --max-memory or evaluate fewer inputs at once",

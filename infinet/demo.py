@@ -115,7 +115,8 @@ def run_job(job: Job, train, test, backend: str, quiet: bool) -> Job:
 
     from . import compile as compile_net
     from .regression import IllConditionedWarning, classify
-    from .runtime.tiling import Progress, evaluate_tiled
+    from .runtime.evaluate import evaluate_tiled
+    from .runtime.progress import Progress
 
     kernel = compile_net(_sources()[job.arch], depth=job.depth)
     ex = kernel.executor(backend, "float64")
@@ -224,7 +225,7 @@ def plot(jobs: list[Job], setting: Setting, path: str) -> None:
     """Write :func:`figure` as a PNG at ``path`` (atomically)."""
     fig = figure(jobs, setting)
     directory = os.path.dirname(os.path.abspath(path))
-    from .runtime.tiling import mkstemp_public
+    from .runtime.atomic import mkstemp_public
     fd, tmp = mkstemp_public(directory, ".png")
     try:
         with os.fdopen(fd, "wb") as fh:
@@ -325,7 +326,7 @@ def run(args) -> int:
     elapsed = time.perf_counter() - start
     out(f"plot     wrote {plot_path} (accuracy against depth; the paper's table beside it)")
     if args.json:
-        from .runtime.tiling import write_atomic
+        from .runtime.atomic import write_atomic
         report = {
             "setting": setting.__dict__, "backend": backend_name, "seconds": elapsed,
             "paper_cifar10": {str(d): {"CNTK-V": v, "CNTK-GAP": g} for d, (v, g) in PAPER.items()},

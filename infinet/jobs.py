@@ -4,6 +4,7 @@ cli.py parses the arguments; the work is here so that the command line stays thi
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -40,29 +41,56 @@ def output_kind(out: str, what: str = "--out") -> str:
 
 
 def make_progress(label: str, quiet: bool):
-    from .runtime.tiling import Progress
+    from .runtime.progress import Progress
     return Progress(label, mode="quiet" if quiet else "auto")
 
 
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C (SIGINT) during a run; ``hint`` says what was kept and how to go on."""
+
+    def __init__(self, hint: str = ""):
+        super().__init__(hint)
+        self.hint = hint
+
+
+@contextlib.contextmanager
+def interruptible(progress, hint: str):
+    """Close the progress bar's line when the block ends; Ctrl-C inside the block comes out
+    as :class:`Interrupted` carrying ``hint``."""
+    try:
+        yield
+    except KeyboardInterrupt as err:
+        progress.close()
+        raise Interrupted(getattr(err, "hint", "") or hint) from None
+    finally:
+        progress.close()
+
+
 def eval_to_output(executor, x1, x2, out: str, *, max_memory=None, tile=None, quiet=False,
-                   describe=None):
+                   describe=None, overwrite=False):
     """Evaluate to ``K.npz`` or ``DIR/``, resumably; returns the message to print."""
-    from .runtime.tiling import evaluate_tiled, evaluate_to_npz
+    from .runtime.evaluate import evaluate_tiled
+    from .runtime.npzstore import workdir
     kind = output_kind(out)
     if x2 is not None and x2.shape == x1.shape and np.array_equal(x1, x2):
         x2 = None      # K(x, x): compute the upper triangle only, exactly symmetric
         if describe:
             describe = {k: v for k, v in describe.items() if k != "x2"}
     progress = make_progress("eval", quiet)
-    kwargs = dict(max_memory=max_memory, tile=tile, progress=progress, describe=describe)
     n1 = len(x1)
     n2 = n1 if x2 is None else len(x2)
     what = f"nngp, ntk [{n1}, {n2}] ({executor.dtype.name}, {executor.name})"
     inputs = "".join(f"{k:6} {v}\n" for k, v in (describe or {}).items())
+    kept = workdir(out) + "/" if kind == "npz" else out
+    with interruptible(progress, f"the finished tiles are kept in {kept}: run the same command "
+                                 f"again to resume"):
+        result = evaluate_tiled(executor, x1, x2, out=out, overwrite=overwrite,
+                                max_memory=max_memory, tile=tile, progress=progress,
+                                describe=describe)
+    if result.pairs_computed == 0:
+        return f"{inputs}{out}: already done (verified, nothing recomputed): {what}"
     if kind == "npz":
-        evaluate_to_npz(executor, x1, x2, out, **kwargs)
         return f"{inputs}wrote {out}: {what}"
-    evaluate_tiled(executor, x1, x2, out=out, **kwargs)
     return (f"{inputs}wrote {out}: {what} as nngp.npy, ntk.npy (memory-mappable) and "
             f"manifest.json")
 
@@ -91,7 +119,7 @@ def _labels(data, spec: str, what: str) -> np.ndarray:
 def run_classify(args, plan, executor, max_memory=None) -> int:
     """``infinet classify``: kernels, kernel regression, ``accuracy: 0.xxxx`` last."""
     from .regression import IllConditionedWarning, classify
-    from .runtime.tiling import evaluate_tiled
+    from .runtime.evaluate import evaluate_tiled
 
     kernel = args.kernel
     if kernel not in ("ntk", "nngp"):
@@ -121,14 +149,24 @@ def run_classify(args, plan, executor, max_memory=None) -> int:
     store_train = store_test = None
     if kernels_dir:
         base = kernels_dir.rstrip("/")
-        os.makedirs(base, exist_ok=True)
+        try:
+            os.makedirs(base, exist_ok=True)
+        except OSError as err:
+            raise UsageError(f"--kernels {kernels_dir}: cannot create ({err.strerror})") from None
         store_train, store_test = os.path.join(base, "train"), os.path.join(base, "test")
-    k_train = evaluate_tiled(executor, x_train, None, out=store_train, max_memory=max_memory,
-                             progress=make_progress("train kernel", args.quiet),
-                             what="--kernels", describe={"x1": args.train})
-    k_test = evaluate_tiled(executor, x_test, x_train, out=store_test, max_memory=max_memory,
-                            progress=make_progress("test kernel", args.quiet),
-                            what="--kernels", describe={"x1": args.test, "x2": args.train})
+    hint = (f"the finished tiles are kept in {kernels_dir}: run the same command again to "
+            f"resume" if kernels_dir else "nothing was kept (--kernels DIR keeps the kernels "
+            "resumably)")
+    progress = make_progress("train kernel", args.quiet)
+    with interruptible(progress, hint):
+        k_train = evaluate_tiled(executor, x_train, None, out=store_train,
+                                 max_memory=max_memory, progress=progress, what="--kernels",
+                                 describe={"x1": args.train})
+    progress = make_progress("test kernel", args.quiet)
+    with interruptible(progress, hint):
+        k_test = evaluate_tiled(executor, x_test, x_train, out=store_test,
+                                max_memory=max_memory, progress=progress, what="--kernels",
+                                describe={"x1": args.test, "x2": args.train})
     seconds = time.perf_counter() - t0
     pick = (lambda r: np.asarray(r.ntk)) if kernel == "ntk" else (lambda r: np.asarray(r.nngp))
     with warnings.catch_warnings(record=True) as caught:
@@ -145,7 +183,7 @@ def run_classify(args, plan, executor, max_memory=None) -> int:
     say(f"kernels: {len(x_train):,} x {len(x_train):,} train, {len(x_test):,} x "
         f"{len(x_train):,} test in {seconds:.1f} s ({executor.name}, {executor.dtype.name})")
     if args.json:
-        from .runtime.tiling import write_atomic
+        from .runtime.atomic import write_atomic
         report = {
             "accuracy": result.accuracy, "kernel": kernel, "reg": reg,
             "net": plan.name, "net_file": plan.filename, "params": plan.params,

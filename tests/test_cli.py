@@ -58,7 +58,7 @@ def test_eval_writes_nngp_and_ntk(tmp_path):
         np.testing.assert_array_equal(f["nngp"], want.nngp)
         np.testing.assert_array_equal(f["ntk"], want.ntk)
     code, _, err = run_cli("eval", net, "--x1", "a.npy", "--out", "K.npz", "--dtype", "float32",
-                           "--backend", "numpy", "--quiet", cwd=tmp_path)
+                           "--backend", "numpy", "--quiet", "--overwrite", cwd=tmp_path)
     assert code == 0, err
     with np.load(tmp_path / "K.npz") as f:
         assert f["nngp"].shape == (3, 3) and np.array_equal(f["nngp"], f["nngp"].T)

@@ -207,3 +207,108 @@ def test_cli_eval_takes_dataset_specs(tmp_path):
         assert code == 2 and err.startswith("error: ") and "Traceback" not in err, err
         assert message in err
         assert not (tmp_path / "L.npz").exists() and not (tmp_path / "L.npz.partial").exists()
+
+
+# -- a crafted CIFAR pickle: numpy objects over attacker bytes -----------------------------------
+
+def _op_str(text):
+    b = text.encode()
+    return pickle.BINUNICODE + len(b).to_bytes(4, "little") + b
+
+
+def _op_bytes(data):
+    return pickle.BINBYTES + len(data).to_bytes(4, "little") + data
+
+
+def _op_int(n):
+    return pickle.BININT + n.to_bytes(4, "little", signed=True)
+
+
+def _op_dtype(code, state):
+    """numpy.dtype(code, False, True) then __setstate__(state)."""
+    return (pickle.GLOBAL + b"numpy\ndtype\n" + _op_str(code) + pickle.NEWFALSE + pickle.NEWTRUE
+            + pickle.TUPLE3 + pickle.REDUCE + state + pickle.BUILD)
+
+
+def _op_plain_state(order="|"):
+    return (pickle.MARK + _op_int(3) + _op_str(order) + pickle.NONE * 3 + _op_int(-1)
+            + _op_int(-1) + _op_int(0) + pickle.TUPLE)
+
+
+def _op_array(shape, dtype_ops, raw):
+    """numpy.core.multiarray._reconstruct(ndarray, (0,), b'b') + __setstate__((1, shape,
+    dtype, False, raw)): how a protocol-2 pickle holds an array."""
+    out = (pickle.GLOBAL + b"numpy.core.multiarray\n_reconstruct\n" + pickle.GLOBAL
+           + b"numpy\nndarray\n" + _op_int(0) + pickle.TUPLE1 + _op_bytes(b"b") + pickle.TUPLE3
+           + pickle.REDUCE)
+    out += pickle.MARK + _op_int(1) + pickle.MARK + b"".join(_op_int(n) for n in shape)
+    out += pickle.TUPLE + dtype_ops + pickle.NEWFALSE + _op_bytes(raw) + pickle.TUPLE
+    return out + pickle.BUILD
+
+
+def _batch_pickle(labels_ops):
+    data = _op_array((2, 3072), _op_dtype("u1", _op_plain_state()), bytes(2 * 3072))
+    return (pickle.PROTO + b"\x02" + pickle.EMPTY_DICT + _op_bytes(b"data") + data
+            + pickle.SETITEM + _op_bytes(b"labels") + labels_ops + pickle.SETITEM + pickle.STOP)
+
+
+def _object_field_dtype():
+    """A structured dtype whose one field is an object pointer, flags saying 'no objects':
+    numpy reads the field's 8 bytes as a PyObject* (a forged pointer)."""
+    obj = _op_dtype("O8", _op_plain_state())
+    fields = pickle.EMPTY_DICT + _op_str("a") + obj + _op_int(0) + pickle.TUPLE2 + pickle.SETITEM
+    state = (pickle.MARK + _op_int(3) + _op_str("|") + pickle.NONE + _op_str("a") + pickle.TUPLE1
+             + fields + _op_int(8) + _op_int(1) + _op_int(0) + pickle.TUPLE)
+    return _op_dtype("V8", state)
+
+
+def _load_cifar_test(root):
+    try:
+        load_dataset(f"cifar10:{root}:test", "--test")
+    except DataError as err:
+        return str(err)
+    return "loaded"
+
+
+@pytest.mark.parametrize("labels, message", [
+    # an object field over forged pointers: reading the labels segfaulted (exit 139)
+    (_op_array((2,), _object_field_dtype(), (0x41414141).to_bytes(8, "little") * 2),
+     "refusing an array of dtype 'V8'"),
+    (_op_array((2,), _op_dtype("O8", _op_plain_state()), bytes(16)),
+     "refusing an array of dtype 'O8'"),
+    (_op_array((4,), _op_dtype("i8", _op_plain_state("<")), bytes(8)),   # bytes too short
+     "an array of 4 x 8 bytes holding 8"),
+    (pickle.GLOBAL + b"numpy.core.multiarray\nscalar\n" + _op_dtype("O8", _op_plain_state())
+     + _op_bytes(bytes(8)) + pickle.TUPLE2 + pickle.REDUCE, "refusing an array of dtype 'O8'"),
+    # a plain code whose state adds fields (a structured dtype in disguise)
+    (_op_array((2,), _op_dtype("u8", pickle.MARK + _op_int(3) + _op_str("|") + pickle.NONE
+                                + _op_str("a") + pickle.TUPLE1 + pickle.EMPTY_DICT
+                                + _op_int(8) + _op_int(1) + _op_int(0) + pickle.TUPLE), bytes(16)),
+     "refusing a structured or sub-array dtype"),
+], ids=["object-field", "object-dtype", "short-bytes", "object-scalar", "disguised-fields"])
+def test_cifar10_refuses_arrays_that_are_not_plain_numbers(tmp_path, labels, message):
+    from forked import run_forked
+    root = _corrupt(tmp_path, "test_batch", _batch_pickle(labels))
+    status, text = run_forked(_load_cifar_test, root)
+    assert status == 0, f"the loader crashed (status {status})"
+    assert "is not a CIFAR-10 python batch" in text and message in text, text
+
+
+def test_cifar10_reads_arrays_of_every_pickle_protocol(tmp_path):
+    """Integer label arrays (little- and big-endian), Fortran order, numpy scalars and the
+    in-band buffers of protocol 5 are read as they were written."""
+    for protocol in (2, 3, 4, 5):
+        root = tmp_path / f"p{protocol}"
+        batches = write_cifar(root)
+        data = np.arange(2 * 3072, dtype=np.int64).astype(np.uint8).reshape(2, 3072)
+        batch = {b"data": np.asfortranarray(data) if protocol == 3 else data,
+                 b"labels": np.array([3, 9], dtype=">i4" if protocol == 4 else "<i8"),
+                 b"extra": np.float64(2.5)}
+        (root / "test_batch").write_bytes(pickle.dumps(batch, protocol=protocol))
+        test = load_dataset(f"cifar10:{root}:test")
+        assert list(test.y) == [3, 9]
+        train = np.concatenate([batches[f"data_batch_{i}"][0] for i in range(1, 6)])
+        chw = train.reshape(-1, 3, 32, 32).astype(float) / 255
+        mean, std = chw.mean(axis=(0, 2, 3)), chw.std(axis=(0, 2, 3))
+        want = (data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1) / 255 - mean) / std
+        np.testing.assert_allclose(test.x, want, atol=1e-12)

@@ -14,10 +14,12 @@ import pytest
 
 import infinet
 from infinet.errors import DataError, UsageError
-from infinet.runtime import tiling
+from infinet.runtime.dirstore import DirStore
+from infinet.runtime.evaluate import evaluate_tiled
 from infinet.runtime.evaluate import evaluate_untiled as evaluate
-from infinet.runtime.tiling import (DirStore, Progress, TileGrid, choose_grid, evaluate_tiled,
-                                    identity)
+from infinet.runtime.identity import identity
+from infinet.runtime.progress import Progress
+from infinet.runtime.tiles import TileGrid, choose_grid, tile_pairs
 
 from conftest import EXAMPLES, ROOT, run_cli
 
@@ -63,7 +65,7 @@ def test_tiles_cover_every_pair_once(n1, n2, side, symmetric):
     grid = TileGrid(n1, n2, min(side, n1), min(side, n2), symmetric)
     hits = np.zeros((n1, n2), int)
     for t in grid.tiles():
-        i, j = tiling.tile_pairs(t)
+        i, j = tile_pairs(t)
         np.add.at(hits, (i + t.r0, j + t.c0), 1)
         assert t.pairs == len(i)
     want = np.triu(np.ones((n1, n2), int)) if symmetric else np.ones((n1, n2), int)
@@ -118,7 +120,8 @@ def test_directory_output_and_manifest(gap, tmp_path):
     x = _images(10)
     out = tmp_path / "K"
     r = evaluate_tiled(gap, x, None, out=str(out), tile=4, describe={"x1": "ten images"})
-    assert sorted(os.listdir(out)) == [".lock", "manifest.json", "nngp.npy", "ntk.npy"]
+    assert sorted(os.listdir(out)) == [".lock", "manifest.json", "nngp.npy", "ntk.npy",
+                                       "tiles.sha256"]
     m = json.loads((out / "manifest.json").read_text())
     assert m["status"] == "complete" and m["shape"] == [10, 10]
     assert m["identity"]["backend"] == "numpy" and m["identity"]["dtype"] == "float64"
@@ -126,6 +129,9 @@ def test_directory_output_and_manifest(gap, tmp_path):
     assert m["identity"]["x1"]["checksum"].startswith("sha256:")
     assert m["infinet_version"] == infinet.__version__ and m["inputs"] == {"x1": "ten images"}
     assert m["grid"]["rows"] == 4 and m["grid"]["tiles"] == 6
+    assert m["format"] == "infinet-kernels/2"
+    # one checksummed journal line per tile, kept after the run
+    assert len((out / "tiles.sha256").read_bytes().splitlines()) == 6
     mm = np.load(out / "ntk.npy", mmap_mode="r")
     assert isinstance(mm, np.memmap) and np.array_equal(mm, r.ntk)
     np.testing.assert_allclose(mm, evaluate(gap, x, None).ntk, rtol=1e-13)
@@ -133,6 +139,7 @@ def test_directory_output_and_manifest(gap, tmp_path):
     c = Counting(gap)
     again = evaluate_tiled(c, x, None, out=str(out))
     assert c.pairs_done == 0 and np.array_equal(again.nngp, r.nngp)
+    assert again.pairs_computed == 0 and r.pairs_computed == 55
 
 
 def test_resume_after_interruption_is_bit_identical(gap, tmp_path):
@@ -143,7 +150,7 @@ def test_resume_after_interruption_is_bit_identical(gap, tmp_path):
         first = Counting(gap, fail_after=4)
         with pytest.raises(KeyboardInterrupt):
             evaluate_tiled(first, *args, out=out, tile=3)
-        assert os.path.exists(os.path.join(out, "tiles.done"))
+        assert os.path.exists(os.path.join(out, "tiles.sha256"))
         assert json.load(open(os.path.join(out, "manifest.json")))["status"] == "running"
         second = Counting(gap)
         log = io.StringIO()
@@ -158,12 +165,13 @@ def test_torn_or_garbled_journal_lines_do_not_count(gap, tmp_path):
     out = str(tmp_path / "K")
     with pytest.raises(KeyboardInterrupt):
         evaluate_tiled(Counting(gap, fail_after=2), _images(8), None, out=out, tile=2)
-    journal = os.path.join(out, "tiles.done")
+    journal = os.path.join(out, "tiles.sha256")
     lines = open(journal, "rb").read().splitlines(keepends=True)
     assert len(lines) == 2
+    tile, k, digest, crc = lines[1].split()
     with open(journal, "ab") as fh:
-        fh.write(b"tile 5 00000000\n")      # wrong check value
-        fh.write(b"tile 7 ")                 # torn: no newline
+        fh.write(b"tile 5 %s %s\n" % (digest, crc))    # wrong check value for tile 5
+        fh.write(b"tile 7 " + digest[:10])               # torn: no newline
     c = Counting(gap)
     r = evaluate_tiled(c, _images(8), None, out=out)
     done_before = sum(t.pairs for t in TileGrid(8, 8, 2, 2, True).tiles()[:2])
@@ -210,7 +218,7 @@ def test_foreign_directories_and_locks(gap, tmp_path):
     ident = identity(gap, _images(3), None)
     first = DirStore(str(tmp_path / "locked"), ident)
     try:
-        with pytest.raises(UsageError, match="another infinet run is writing"):
+        with pytest.raises(UsageError, match=rf"another infinet run \(process {os.getpid()}\) is writing"):
             DirStore(str(tmp_path / "locked"), ident)
     finally:
         first.close()
@@ -230,8 +238,9 @@ def test_progress_bar_log_and_quiet(gap):
     tty = _Tty()
     evaluate_tiled(gap, x, None, tile=3, progress=Progress("eval", stream=tty))
     text = tty.getvalue()
-    assert "\r" in text and "pairs/s" in text and "ETA" in text and "[" in text
-    assert text.rstrip().endswith("pairs/s") and "78/78 pairs (100%)" in text
+    assert "\r" in text and "pairs/s" in text and "ETA" in text and "|" in text
+    assert text.endswith("pairs/s\n") or text.rstrip().endswith("pairs/s")
+    assert "eval: 78/78 pairs (100%) in " in text
     log = io.StringIO()
     evaluate_tiled(gap, x, None, tile=3, progress=Progress("eval", stream=log, mode="log",
                                                            interval=0))
@@ -245,6 +254,26 @@ def test_progress_bar_log_and_quiet(gap):
     silent = io.StringIO()
     evaluate_tiled(gap, x, None, progress=Progress("eval", stream=silent, mode="log"))
     assert silent.getvalue() == ""
+
+
+def test_progress_of_a_resumed_and_of_a_finished_run(gap, tmp_path):
+    x = _images(12)
+    out = str(tmp_path / "K")
+    with pytest.raises(KeyboardInterrupt):
+        evaluate_tiled(Counting(gap, fail_after=2), x, None, out=out, tile=3)
+    tty = _Tty()
+    evaluate_tiled(gap, x, None, out=out, progress=Progress("eval", stream=tty))
+    text = tty.getvalue()
+    assert text.startswith("eval: resuming: 15 of 78 pairs already done\n\reval:")
+    assert "15/78 pairs" in text and text.rstrip().endswith("pairs/s")
+    for mode in ("bar", "log"):
+        done = io.StringIO()
+        evaluate_tiled(gap, x, None, out=out, progress=Progress("eval", stream=done, mode=mode))
+        assert done.getvalue() == "eval: all 78 pairs already done\n"
+    erased = _Tty()                 # keep=False: the bar is erased, nothing else is said
+    evaluate_tiled(gap, x, None, progress=Progress("k", stream=erased, keep=False))
+    text = erased.getvalue()
+    assert text.endswith("\r") and text.rsplit("\r", 2)[-2].strip() == "" and "\n" not in text
 
 
 # -- the command line: --out DIR/, kill -9 and resume ---------------------------------------------
@@ -263,7 +292,10 @@ def test_cli_dir_output_and_errors(tmp_path):
     assert np.load(tmp_path / "K" / "nngp.npy").shape == (7, 7)
     code, out, err = run_cli("eval", GAP, "--x1", "x.npy", "--out", "K/", "--backend", "numpy",
                              cwd=tmp_path)
-    assert code == 0 and "wrote K/" in out and "manifest.json" in out
+    assert code == 0 and "K/: already done (verified, nothing recomputed)" in out, out
+    code, out, err = run_cli("eval", GAP, "--x1", "x.npy", "--out", "K2/", "--backend", "numpy",
+                             cwd=tmp_path)
+    assert code == 0 and "wrote K2/" in out and "manifest.json" in out
     code, out, err = run_cli("eval", GAP, "--x1", "x.npy", "--x2", "x.npy", "--out", "S/",
                              "--backend", "numpy", cwd=tmp_path)
     assert code == 0, err
@@ -309,7 +341,7 @@ def test_sigkill_and_resume_is_bit_identical(tmp_path, out):
     proc = subprocess.Popen(args, cwd=tmp_path, env=_env(), stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE)
     try:
-        started = _wait_for_tiles(work / "tiles.done", 8, proc)
+        started = _wait_for_tiles(work / "tiles.sha256", 8, proc)
         assert started, proc.communicate()
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=30)
@@ -321,7 +353,7 @@ def test_sigkill_and_resume_is_bit_identical(tmp_path, out):
     manifest = json.loads((work / "manifest.json").read_text())
     assert manifest["status"] == "running"
     tiles_total = manifest["grid"]["tiles"]
-    done = (work / "tiles.done").read_bytes().count(b"\n")
+    done = (work / "tiles.sha256").read_bytes().count(b"\n")
     assert 8 <= done < tiles_total, "killed too late to test resuming"
     if out == "K.npz":
         assert not (tmp_path / "K.npz").exists()
@@ -331,7 +363,7 @@ def test_sigkill_and_resume_is_bit_identical(tmp_path, out):
     assert "resuming:" in resumed.stderr
     if out == "K/":
         got = {k: np.load(tmp_path / "K" / f"{k}.npy") for k in ("nngp", "ntk")}
-        assert not (tmp_path / "K" / "tiles.done").exists()
+        assert (tmp_path / "K" / "tiles.sha256").exists()
     else:
         with np.load(tmp_path / "K.npz") as f:
             got = {k: f[k] for k in ("nngp", "ntk")}

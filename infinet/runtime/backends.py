@@ -58,7 +58,8 @@ def resolve_backend(name: str, plan=None, pairs: int | None = None) -> str:
         return "cuda"
     if cpu_usable():
         return "cpu"
-    _notice("no CUDA GPU and no working C++ compiler: using the NumPy executor (slow)")
+    from ..codegen.cpujit import unusable_reason
+    _notice(f"no CUDA GPU and {unusable_reason()}: using the NumPy executor (slow)")
     return "numpy"
 
 

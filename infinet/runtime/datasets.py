@@ -213,30 +213,139 @@ def load_digits(spec: str = "digits", what: str = "data") -> Dataset:
 
 # -- CIFAR-10 (cifar-10-batches-py) ----------------------------------------------------------
 
+#: The element types an array in a CIFAR pickle may have: plain numbers only (the real
+#: files hold uint8 images; labels are lists, or integer arrays in re-saved copies).
+_PLAIN_DTYPES = frozenset({"b1", "i1", "u1", "i2", "u2", "i4", "u4", "i8", "u8", "f4", "f8"})
+
+
+class _Refused(pickle.UnpicklingError):
+    pass
+
+
+class _NDArrayClass:
+    """Stands for ``numpy.ndarray`` (only ever an argument of ``_reconstruct``)."""
+
+
+class _DType:
+    """A dtype as a pickle describes it; it becomes a numpy dtype only if plain."""
+
+    def __init__(self, code, align=False, copy=True):
+        self.code, self.state = code, None
+
+    def __setstate__(self, state):
+        self.state = state
+
+    def resolve(self) -> np.dtype:
+        code = self.code.decode("latin1") if isinstance(self.code, bytes) else self.code
+        if not isinstance(code, str) or code not in _PLAIN_DTYPES:
+            raise _Refused(f"refusing an array of dtype {code!r} (only plain numbers)")
+        order = "|"
+        if self.state is not None:
+            st = self.state
+            if not isinstance(st, tuple) or len(st) < 5 or any(x is not None for x in st[2:5]):
+                raise _Refused("refusing a structured or sub-array dtype")
+            order = st[1].decode("latin1") if isinstance(st[1], bytes) else st[1]
+        if order not in ("<", ">", "|", "="):
+            raise _Refused(f"refusing a dtype with byte order {order!r}")
+        return np.dtype((order if order in "<>" else "") + code)
+
+
+class _Array:
+    """An array as a pickle describes it (``_reconstruct`` + ``__setstate__``); it becomes a
+    numpy array, copied out of its bytes, only if its dtype is plain and the bytes fit."""
+
+    def __init__(self):
+        self.state = None
+
+    def __setstate__(self, state):
+        self.state = state
+
+    def resolve(self) -> np.ndarray:
+        st = self.state
+        if not isinstance(st, tuple) or len(st) not in (4, 5):
+            raise _Refused("an array with a malformed state")
+        shape, dtype, fortran, raw = st[-4:]
+        return _from_bytes(raw, dtype, shape, "F" if fortran else "C")
+
+
+class _Scalar:
+    def __init__(self, dtype, raw=b""):
+        self.dtype, self.raw = dtype, raw
+
+    def resolve(self):
+        return _from_bytes(self.raw, self.dtype, (), "C")[()]
+
+
+def _from_bytes(raw, dtype, shape, order) -> np.ndarray:
+    if not isinstance(dtype, _DType):
+        raise _Refused("an array without a plain dtype")
+    dt = dtype.resolve()
+    if not isinstance(raw, (bytes, bytearray)):
+        raise _Refused("an array whose data is not raw bytes")
+    if not isinstance(shape, tuple) or not all(isinstance(n, int) and n >= 0 for n in shape):
+        raise _Refused("an array with a malformed shape")
+    count = int(np.prod(shape, dtype=np.int64)) if shape else 1
+    if count * dt.itemsize != len(raw):
+        raise _Refused(f"an array of {count} x {dt.itemsize} bytes holding {len(raw)}")
+    return np.frombuffer(bytes(raw), dt).reshape(shape, order=order).copy()
+
+
+def _reconstruct(cls, shape, typecode):
+    if cls is not _NDArrayClass:
+        raise _Refused("refusing to reconstruct anything but numpy.ndarray")
+    return _Array()
+
+
+def _frombuffer(buf, dtype, shape, order):
+    return _from_bytes(buf, dtype, tuple(shape), order)
+
+
+def _encode(text, encoding="utf-8", errors="strict"):
+    if not isinstance(text, str) or encoding not in ("latin1", "latin-1"):
+        raise _Refused("refusing _codecs.encode with anything but a latin1 string")
+    return text.encode("latin1")
+
+
 class _SafeUnpickler(pickle.Unpickler):
-    """Only what the CIFAR-10 pickles need: dicts, lists, bytes and numpy arrays."""
+    """Only what the CIFAR-10 pickles need: dicts, lists, bytes, numbers and arrays of
+    plain numbers.  No numpy object is built from the file's state: arrays are described
+    by stand-ins, then copied out of their raw bytes with a checked dtype and size."""
+
+    _ALLOWED = {
+        ("numpy.core.multiarray", "_reconstruct"): _reconstruct,
+        ("numpy._core.multiarray", "_reconstruct"): _reconstruct,
+        ("numpy.core.multiarray", "scalar"): _Scalar,
+        ("numpy._core.multiarray", "scalar"): _Scalar,
+        ("numpy.core.numeric", "_frombuffer"): _frombuffer,
+        ("numpy._core.numeric", "_frombuffer"): _frombuffer,
+        ("numpy", "ndarray"): _NDArrayClass,
+        ("numpy", "dtype"): _DType,
+        ("_codecs", "encode"): _encode,
+    }
 
     def find_class(self, module, name):
-        allowed = {
-            ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-            ("numpy", "ndarray"), ("numpy", "dtype"),
-            ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
-            ("_codecs", "encode"),
-        }
-        if (module, name) not in allowed:
-            raise pickle.UnpicklingError(f"refusing to load {module}.{name} from a data file")
-        if name == "_reconstruct":
-            return np.ndarray.__reduce__(np.zeros(0))[0]
-        if name == "scalar":
-            try:
-                from numpy._core.multiarray import scalar
-            except ImportError:  # numpy < 2
-                from numpy.core.multiarray import scalar
-            return scalar
-        if name == "encode":
-            import codecs
-            return codecs.encode
-        return getattr(np, name)
+        try:
+            return self._ALLOWED[(module, name)]
+        except KeyError:
+            raise pickle.UnpicklingError(f"refusing to load {module}.{name} from a data "
+                                         f"file") from None
+
+
+def _resolve(obj):
+    """Replace the stand-ins by real arrays, checking every one."""
+    if isinstance(obj, (_Array, _Scalar)):
+        return obj.resolve()
+    if isinstance(obj, _DType):
+        return obj.resolve()
+    if isinstance(obj, dict):
+        return {_resolve(k): _resolve(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_resolve(v) for v in obj]
+    if isinstance(obj, tuple):
+        return tuple(_resolve(v) for v in obj)
+    if isinstance(obj, (_NDArrayClass, type)) or callable(obj):
+        raise _Refused("a data file that holds a class or function")
+    return obj
 
 
 def _cifar_dir(directory: str, what: str, spec: str) -> str:
@@ -259,7 +368,7 @@ def _read_cifar_batch(path: str, what: str, spec: str) -> tuple[np.ndarray, np.n
     try:
         with open(path, "rb") as fh:
             raw = fh.read()
-        batch = _SafeUnpickler(io.BytesIO(raw), encoding="bytes").load()
+        batch = _resolve(_SafeUnpickler(io.BytesIO(raw), encoding="bytes").load())
     except OSError as err:
         raise DataError(f"{what} {spec}: cannot read {name} ({err.strerror or err})") from None
     except Exception as err:  # noqa: BLE001 - any unpickling failure means a corrupt file

@@ -1,58 +1,25 @@
-"""Kernel matrices from an executor: pair batching, symmetry and the memory bound.
+"""Kernel matrices of whole datasets: the tile-by-tile driver, and the plain pair loop.
 
-Memory: pairs are processed in batches of B, chosen so that the batch's working set
-(about ``WORKING_ARRAYS`` arrays of the largest state, plus the input gather) fits in
-``max_memory`` bytes (default ``DEFAULT_MAX_MEMORY``).  On top of that the run holds the
-inputs, the self-variance tables ((N1 + N2) × ``plan.self_variance_entries()`` numbers)
-and the two [N1, N2] float64 results.  Nothing else grows with the data.
+``evaluate_tiled`` cuts the pair space into tiles (tiles.py), computes the tiles a store
+(stores.py; which one: outputs.py) does not yet hold — through the executor interface every backend provides
+— and hands each finished tile to the store, which keeps it (in memory, in a directory,
+in one ``.npz``).  Batches stay within ``max_memory`` (batching.py).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
 
-DEFAULT_MAX_MEMORY = 512 * 2 ** 20
-WORKING_ARRAYS = 10
+from .batching import DEFAULT_MAX_MEMORY, WORKING_ARRAYS, batch_size, pair_batch_size
+from .identity import identity
+from .outputs import open_store
+from .result import KernelResult
+from .tiles import choose_grid, compute_tile, pair_count, pair_indices
 
-
-@dataclass
-class KernelResult:
-    """Infinite-width kernels of a network: ``nngp`` (Σ) and ``ntk`` (Θ), [N1, N2]."""
-
-    nngp: np.ndarray
-    ntk: np.ndarray
-
-    def __iter__(self):
-        return iter((self.nngp, self.ntk))
-
-
-def pair_batch_size(plan, itemsize: int, max_memory: int) -> int:
-    first = plan.nodes[0]
-    channels = first.shape.channels or 1
-    per_pair = itemsize * (WORKING_ARRAYS * plan.peak_entries
-                           + 2 * channels * max(first.pair_cost.entries, first.self_cost.entries))
-    return max(1, int(max_memory // max(per_pair, 1)))
-
-
-def pair_count(n1: int, n2: int, symmetric: bool) -> int:
-    return n1 * (n1 + 1) // 2 if symmetric else n1 * n2
-
-
-def pair_indices(start: int, stop: int, n1: int, n2: int, symmetric: bool):
-    """(rows, cols) of pairs number start..stop-1, in row-major order.
-
-    Pairs are enumerated lazily, so no index array ever grows with N1 × N2: with
-    ``symmetric`` only the upper triangle j >= i is enumerated.
-    """
-    k = np.arange(start, stop, dtype=np.int64)
-    if not symmetric:
-        return (k // n2).astype(np.intp), (k % n2).astype(np.intp)
-    i = np.arange(n1, dtype=np.int64)
-    row_start = i * n1 - i * (i - 1) // 2          # first pair number of row i
-    rows = np.searchsorted(row_start, k, side="right") - 1
-    return rows.astype(np.intp), (k - row_start[rows] + rows).astype(np.intp)
+__all__ = ["DEFAULT_MAX_MEMORY", "WORKING_ARRAYS", "KernelResult", "evaluate",
+           "evaluate_tiled", "evaluate_untiled", "pair_batch_size", "pair_count",
+           "pair_indices"]
 
 
 def evaluate(executor, x1: np.ndarray, x2: np.ndarray | None, *,
@@ -60,11 +27,65 @@ def evaluate(executor, x1: np.ndarray, x2: np.ndarray | None, *,
              progress: Callable[[int, int], None] | None = None) -> KernelResult:
     """K(x1, x2) (or K(x1, x1), exactly symmetric, when x2 is None) as float64 arrays.
 
-    Evaluated tile by tile (runtime/tiling.py), exactly as ``infinet eval`` does, so the
-    Python API and the command line give bit-identical results.
+    Evaluated tile by tile, exactly as ``infinet eval`` does, so the Python API and the
+    command line give bit-identical results.
     """
-    from .tiling import evaluate_tiled
     return evaluate_tiled(executor, x1, x2, max_memory=max_memory, progress=progress)
+
+
+def evaluate_tiled(executor, x1: np.ndarray, x2: np.ndarray | None = None, *,
+                   out: str | None = None, overwrite: bool = False,
+                   max_memory: int | None = None, tile: int | None = None, progress=None,
+                   what: str = "--out", describe: dict | None = None) -> KernelResult:
+    """K(x1, x2) tile by tile; with ``out`` (``K.npz`` or a directory) resumable after
+    any kill, and reused (after verifying it) when it is already finished.
+
+    ``overwrite``: replace an ``out`` that holds a different computation (else refused).
+    ``progress(done, total)`` is called as pairs finish (``done`` counts resumed tiles
+    too).  ``describe`` adds free-form entries to the manifest (e.g. the datasets' names
+    and preprocessing).  Returns float64 arrays (memory-mapped, read-only, for a
+    directory); ``result.pairs_computed`` says how many pairs this call computed.
+    """
+    dt = executor.dtype
+    symmetric = x2 is None
+    x1 = np.ascontiguousarray(x1, dtype=np.float64)
+    x2c = None if symmetric else np.ascontiguousarray(x2, dtype=np.float64)
+    n1 = len(x1)
+    n2 = n1 if symmetric else len(x2c)
+    batch = batch_size(executor, max_memory)
+    grid = choose_grid(executor.plan, n1, n2, symmetric, batch, tile, max_memory,
+                       getattr(executor, "tile_work", None))
+    store = open_store(out, lambda: identity(executor, x1, x2c), n1, n2, what=what,
+                       overwrite=overwrite)
+    try:
+        store.begin(grid, batch, describe, exact_grid=tile is not None)
+        grid, batch = store.grid, store.batch
+        tiles = grid.tiles()
+        total = grid.total_pairs
+        done_pairs = sum(t.pairs for t in tiles if t.index in store.done)
+        if progress is not None:
+            progress(done_pairs, total)
+        todo = [] if store.complete else [t for t in tiles if t.index not in store.done]
+        computed = [0]
+        if todo:
+            a = x1.astype(dt, copy=False)
+            b = a if symmetric else x2c.astype(dt, copy=False)
+            v1 = executor.self_variances(a)
+            v2 = v1 if symmetric else executor.self_variances(b)
+
+            def step(n):
+                computed[0] += n
+                if progress is not None:
+                    progress(done_pairs + computed[0], total)
+
+            for t in todo:
+                K, T = compute_tile(executor, a, b, v1, v2, t, batch, step)
+                store.record(t, store.write(t, K, T))
+        result = store.finish()
+        result.pairs_computed = computed[0]
+        return result
+    finally:
+        store.close()
 
 
 def evaluate_untiled(executor, x1: np.ndarray, x2: np.ndarray | None, *,
@@ -92,4 +113,4 @@ def evaluate_untiled(executor, x1: np.ndarray, x2: np.ndarray | None, *,
             ntk[c, r] = t
         if progress is not None:
             progress(min(start + batch, total), total)
-    return KernelResult(nngp, ntk)
+    return KernelResult(nngp, ntk, pairs_computed=total)
