@@ -137,10 +137,18 @@ def _layer(layer, node, Ks, Ts, spatials, S1, S2):
         v1, v2 = (d1[:, None], d2[None, :]) if K.ndim == 2 else (d1, d2)
         K2, deriv = ACTIVATIONS[kw](K, v1, v2, layer)
         return K2, T * deriv, spatial
-    if kw == "avgpool":
+    if kw == "layernorm":
+        d1, d2 = _diag(S1), _diag(S2)
+        if layer.axes == "all":
+            d1, d2 = np.mean(d1), np.mean(d2)
+        v1, v2 = (np.reshape(d1, (-1, 1)), np.reshape(d2, (1, -1))) if K.ndim == 2 else (d1, d2)
+        norm = np.sqrt((v1 + layer.eps) * (v2 + layer.eps))
+        return K / norm, T / norm, spatial
+    if kw in ("avgpool", "sumpool"):
         mats = []
         for n, w, s in zip(spatial, layer.size, layer.strides()):
-            mats.append(sum(_axis_tap_matrix(n, w, s, layer.pad, a) for a in range(w)) / w)
+            total = sum(_axis_tap_matrix(n, w, s, layer.pad, a) for a in range(w))
+            mats.append(total / w if kw == "avgpool" else total)
         A = _kron(mats)
         return A @ K @ A.T, A @ T @ A.T, tuple(m.shape[0] for m in mats)
     if kw == "gap":

@@ -57,6 +57,10 @@ GRAPH_CASES = {
     # sequences: 1-d convs and pools
     "rank1_sequence": "input 12x3\nconv 5 W=sqrt(2)\nrelu\navgpool 2\nconv 3 pad=valid "
                       "W=sqrt(2) b=0.1\nrelu\nconv 3 pad=circular\nerf\ngap\ndense\n",
+    # layer norms (over channels, over everything: a mean of v per input) and sum pooling
+    "norm_layernorm": "input 6x5x3\nconv 3x3 W=1.3 b=0.2\nlayernorm\nrelu\nsumpool 2x2 "
+                      "stride=1\nconv 3x3\nlayernorm axes=all\nerf\ngap\ndense\nlayernorm "
+                      "eps=0.1\nrelu\ndense\n",
     # volumes: 3-d convs with a strided projection block
     "rank3_volume": "input 4x4x4x2\nconv 3x3x3 W=sqrt(2)\nsum {\n  branch { relu; conv 3x3x3 "
                     "stride=2 }\n  branch { conv 1x1x1 stride=2 }\n}\nrelu\navgpool 2x2x2\n"

@@ -1,8 +1,8 @@
 """Hypothesis strategies: random valid `.net` sources over the whole language.
 
 Layers are drawn from the layer registry (infinet.layers), so a new layer kind is
-property-tested the day it is added: every elementwise kind with each of its
-``examples`` option settings (its defaults when it lists none), and every window kind
+property-tested the day it is added: every elementwise kind with its defaults and each
+of its ``examples`` option settings, and every window kind
 (conv, pooling) with its own padding choices.  `networks()` draws a small architecture
 — flat, sequence, image or volume input; convs and pools of any size, padding and
 stride; every activation; residual and sum blocks; dense layers, fixed flags, biases;
@@ -21,7 +21,7 @@ from infinet.layers import LAYERS, conv_geometry, elementwise_kinds
 def _elementwise_texts() -> list[str]:
     out = []
     for cls in elementwise_kinds():
-        for example in getattr(cls, "examples", ()) or ("",):
+        for example in ("",) + tuple(cls.examples):
             out.append(f"{cls.keyword} {example}".strip())
     return out
 

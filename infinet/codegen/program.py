@@ -215,6 +215,9 @@ class PassProgram:
     active: bool = True              # the self pass of a network without variances is empty
     buffers: list[tuple[str, int, bool]] = field(default_factory=list)
     # materialised buffers: (name, entries per item, is a Θ buffer)
+    reductions: list[tuple[int, int, int, int, int]] = field(default_factory=list)
+    # self pass: (after stage k, state, its v offset, positions, offset of its mean):
+    # the mean of a state's v over its positions (layernorm axes=all)
 
     @property
     def with_t(self) -> bool:
@@ -237,6 +240,7 @@ class KernelProgram:
     self_: PassProgram
     pairk: PassProgram
     vtable: dict[int, tuple[int, int]] = field(default_factory=dict)  # state -> (offset, size)
+    vmeans: dict[int, int] = field(default_factory=dict)   # state -> offset of its mean v
     functions: list[ElementwiseFunction] = field(default_factory=list)
 
     @property
@@ -245,7 +249,7 @@ class KernelProgram:
 
     @property
     def vt_size(self) -> int:
-        return sum(size for _, size in self.vtable.values())
+        return sum(size for _, size in self.vtable.values()) + len(self.vmeans)
 
     @property
     def self_diagonal_only(self) -> bool:
@@ -285,8 +289,9 @@ def lower_program(plan: Plan) -> KernelProgram:
         size = max(plan.nodes[s].shape.positions, 1)
         vtable[s] = (offset, size)
         offset += size
+    vmeans = {s: offset + k for k, s in enumerate(plan.mean_states)}
     functions: dict[str, ElementwiseFunction] = {}
-    ctx = _Context(plan, vtable, functions)
+    ctx = _Context(plan, vtable, functions, vmeans)
     inp = plan.input
     channels = inp.shape.channels or 1
     pair = _lower_pass(ctx, "pair")
@@ -297,7 +302,7 @@ def lower_program(plan: Plan) -> KernelProgram:
     return KernelProgram(name=plan.name, filename=plan.filename, plan=plan,
                          data_shape=plan.data_shape, x_size=math.prod(plan.data_shape),
                          channels=channels, pair=pair, self_=self_, pairk=pairk,
-                         vtable=vtable, functions=list(functions.values()))
+                         vtable=vtable, vmeans=vmeans, functions=list(functions.values()))
 
 
 @dataclass
@@ -305,6 +310,7 @@ class _Context:
     plan: Plan
     vtable: dict
     functions: dict
+    vmeans: dict
 
     def function(self, layer) -> ElementwiseFunction:
         fn = print_elementwise(layer, f"inf_ew{len(self.functions)}")
@@ -351,7 +357,10 @@ def _regions(plan: Plan, which: str, needed: list[NodePlan]):
             if n.layer.variance_stat is None or n.index not in spatial:
                 continue
             s = n.inputs[0]
-            if any(offs != (0,) for offs in nodes[s].self_demand):
+            # v of other positions than the entry's own: read from memory, after the stage
+            # that computes it (and, for a mean, after the reduction that follows it)
+            if any(offs != (0,) for offs in nodes[s].self_demand) or \
+                    n.layer.variance_stat == "mean":
                 sinks.setdefault(s, set()).add("buffer")
         for i in sorted(spatial):
             if not any(c in need for c in nodes[i].consumers):
@@ -407,6 +416,9 @@ def _lower_pass(ctx: _Context, which: str) -> PassProgram:
                        live, record, materialised)
         prog.stages.append(stage)
         stage_of_sink[t] = stage
+        if which == "self" and t in ctx.vmeans:
+            off, size = ctx.vtable[t]
+            prog.reductions.append((len(prog.stages) - 1, t, off, size, ctx.vmeans[t]))
         if stage.exports:
             node = nodes[t]
             materialised[t] = Source(t, canon(node.shape.spatial),
@@ -515,7 +527,9 @@ def _stage(ctx, which, number, sink, kinds, members, region, live, record,
                 s = n.inputs[0]
                 op.v_state = s
                 op.vsize = canon(nodes[s].shape.spatial)
-                if which != "self":
+                if n.layer.variance_stat == "mean":      # one number per input, every pass
+                    op.v_source, op.voff, op.vsize = "table", ctx.vmeans[s], (1, 1, 1)
+                elif which != "self":
                     op.v_source, op.voff = "table", ctx.vtable[s][0]
                 elif all(offs == (0,) for offs in stage.planes):
                     op.v_source = "self"

@@ -31,6 +31,7 @@ def row_bases(stage: Stage, sweep: Sweep) -> list[str]:
                        f"{pos(a.vsize, 'd', 'h', '0')};")
             out.append(f"const real* v2r_{a.index} = vt2 + {a.voff} + "
                        f"{pos(a.vsize, '(d + dd)', '(h + dh)', 'dw')};")
+            out.append(f"(void)v1r_{a.index}; (void)v2r_{a.index};")
     return out
 
 
@@ -216,7 +217,9 @@ def chain_op(stage: Stage, op: Op, masked: bool) -> list[str]:
     lines = [f"// layer {op.index} (line {op.line}): {op.text}", "{"]
     fn = op.fn
     if fn.uses_v:
-        if op.v_source == "table":
+        if op.v_source == "table" and op.vsize == (1, 1, 1):     # one number per input
+            lines.append(f"    real v1 = v1r_{op.index}[0], v2 = v2r_{op.index}[0];")
+        elif op.v_source == "table":
             lines.append(f"    real v1 = v1r_{op.index}[w], v2 = v2r_{op.index}[w];")
         elif op.v_source == "self":
             lines.append("    real v1 = k, v2 = k;   // plane 0: v(x)[p] is the entry itself")

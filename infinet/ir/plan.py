@@ -91,9 +91,20 @@ class Plan:
         needed layers that act given the variances)."""
         return _variance_states(self.nodes, [n.pair_demand for n in self.nodes])
 
+    @cached_property
+    def mean_states(self) -> tuple[int, ...]:
+        """Spatial states whose mean self-variance (over the positions) a layer reads
+        (``variance_stat == "mean"``: layernorm axes=all)."""
+        found = {n.inputs[0] for n in self.nodes
+                 if n.layer.variance_stat == "mean" and n.pair_demand is not None
+                 and not self.nodes[n.inputs[0]].shape.is_flat}
+        return tuple(sorted(found))
+
     def self_variance_entries(self) -> int:
-        """Self-variance numbers stored per input (one per position per variance state)."""
-        return sum(max(self.nodes[s].shape.positions, 1) for s in self.variance_states)
+        """Self-variance numbers stored per input (one per position per variance state,
+        and one per mean)."""
+        return (sum(max(self.nodes[s].shape.positions, 1) for s in self.variance_states)
+                + len(self.mean_states))
 
     def counts(self) -> dict[str, int]:
         out: dict[str, int] = {}

@@ -13,11 +13,13 @@ from .base import (MAX_SPATIAL_AXES, Demand, Elementwise, Layer, LayerCost, Shap
                    conv_geometry)
 from .blocks import BLOCKS, Branch, Sum
 from .inputs import Input
-from .pooling import AvgPool, Flatten, GlobalAvgPool, Readout
+from .normalization import LayerNorm
+from .pooling import AvgPool, Flatten, GlobalAvgPool, Readout, SumPool
 
 #: the layer kinds a `.net` file can write, in the order the docs list them
 _KINDS: tuple[type[Layer], ...] = (
-    Dense, Conv, Relu, Erf, ABRelu, LeakyRelu, Identity, AvgPool, GlobalAvgPool, Flatten,
+    Dense, Conv, Relu, Erf, ABRelu, LeakyRelu, Identity, LayerNorm, AvgPool, SumPool,
+    GlobalAvgPool, Flatten,
 )
 
 LAYERS: dict[str, type[Layer]] = {cls.keyword: cls for cls in _KINDS}
@@ -30,5 +32,5 @@ def elementwise_kinds() -> list[type[Elementwise]]:
 
 __all__ = ["ABRelu", "AvgPool", "BLOCKS", "Branch", "Conv", "Demand", "Dense", "Elementwise",
            "Erf", "Flatten", "GlobalAvgPool", "Identity", "Input", "LAYERS", "Layer",
-           "LayerCost", "LeakyRelu", "MAX_SPATIAL_AXES", "Readout", "Relu", "Shape",
+           "LayerCost", "LayerNorm", "LeakyRelu", "SumPool", "MAX_SPATIAL_AXES", "Readout", "Relu", "Shape",
            "StateInfo", "Sum", "conv_geometry", "elementwise_kinds"]

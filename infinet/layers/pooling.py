@@ -2,6 +2,7 @@
 
 avgpool w stride s:  Σ'[P, P'] = (1/|w|²) Σ_{a, a'} Σ[s·P + a, s·P' + a'] over every pair of
                      window taps (the covariance of two window means); same on Θ
+sumpool w stride s:  the same without the 1/|w|² (window sums)
 gap:                 the mean of Σ over all (p, p')          (a flat state)
 flatten:             the mean of Σ over the diagonal p = p'  (a flat state)
 """
@@ -65,6 +66,17 @@ class AvgPool(Layer):
         kernels = 2 if with_ntk else 1
         taps = math.prod(w * w for w in self.size)
         return LayerCost(n, kernels * taps * n, 0, n * 8 * kernels)
+
+
+@dataclass(frozen=True)
+class SumPool(AvgPool):
+    """Window sums, not divided by the window (neural-tangents' SumPool)."""
+
+    keyword = "sumpool"
+    summary = "sum pooling (the window sums, not divided)"
+
+    def axis_weight(self, axis: int) -> float:
+        return 1.0
 
 
 def _pool_axis(n: int, w: int, s: int, offsets) -> tuple[int, ...]:

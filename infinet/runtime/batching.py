@@ -24,7 +24,7 @@ class MemoryLimitWarning(UserWarning):
 
 def pair_bytes(plan, itemsize: int) -> int:
     """Working memory of one pair (bytes): the estimate the batch size is made from."""
-    first = plan.layers[0]
+    first = plan.nodes[0]
     channels = first.shape.channels or 1
     return itemsize * (WORKING_ARRAYS * plan.peak_entries
                        + 2 * channels * max(first.pair_cost.entries, first.self_cost.entries))

@@ -38,4 +38,6 @@ def pack(prog: KernelProgram, tables, n: int, dtype, xp=np):
     out = xp.zeros((n, max(prog.vt_size, 1)), dtype)
     for index, (offset, size) in prog.vtable.items():
         out[:, offset:offset + size] = xp.asarray(tables[index], dtype).reshape(n, size)
+    for index, offset in prog.vmeans.items():
+        out[:, offset] = out[:, prog.vtable[index][0]:][:, :prog.vtable[index][1]].mean(axis=1)
     return out

@@ -102,7 +102,7 @@ class CudaExecutor(Executor):
                        for name, entries, _ in pas.buffers}
             named = tuple(buffers.get(name, null) for name in self.program.buffer_names)
             head = (x1, x2, rows1, rows2, vt1, vt2, vrec, ok, ot) + named
-            for st in pas.stages:
+            for k, st in enumerate(pas.stages):
                 work = n * st.nplanes
                 grid = int(min(work, self.max_blocks))
                 gscratch = null
@@ -110,6 +110,10 @@ class CudaExecutor(Executor):
                     gscratch = cp.empty(grid * st.scratch, self.dtype)
                 kern = self.module.get_function(f"{st.name}_{self.suffix}")
                 kern((grid,), (st.threads,), head + (gscratch, np.int64(n)))
+                for after, state, *_ in pas.reductions:
+                    if after == k:
+                        mean = self.module.get_function(f"{pas.pass_}_mean{state}_{self.suffix}")
+                        mean((math.ceil(n / 128),), (128,), head + (null, np.int64(n)))
             tail = self.module.get_function(f"{pas.pass_}_tail_{self.suffix}")
             tail((math.ceil(n / 128),), (128,), head + (null, np.int64(n)))
 

@@ -24,12 +24,14 @@ def identity(executor, x1: np.ndarray, x2: np.ndarray | None) -> dict:
         "symmetric": x2 is None,
         "dtype": executor.dtype.name,
         "backend": executor.name,
+        "kernels": ["nngp", "ntk"] if getattr(executor, "ntk", True) else ["nngp"],
     }
 
 
 _WORDS = {
     "net": "the net", "params": "the params", "x1": "the inputs x1", "x2": "the inputs x2",
     "dtype": "the dtype", "backend": "the backend", "symmetric": "whether x2 is x1",
+    "kernels": "the kernels computed (NNGP only or NNGP and NTK)",
 }
 
 

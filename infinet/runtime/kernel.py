@@ -8,7 +8,9 @@ from ..ir.plan import Plan
 from .backends import make_executor, resolve_backend
 from .data import check_inputs
 from .evaluate import KernelResult, evaluate
+from ..errors import UsageError
 from .executor import check_dtype
+from .tiles import pair_count
 from .kernel_cache import KERNELS, cache_key
 from .memory import parse_size
 
@@ -79,19 +81,22 @@ class CompiledKernel:
             self._executors[key] = make_executor(self, backend, dtype, ntk=ntk)
         return self._executors[key]
 
-    def __call__(self, x1, x2=None, *, dtype="float64", backend: str = "auto",
-                 max_memory: int | str | None = None, progress=None,
+    def __call__(self, x1, x2=None, *, get=("nngp", "ntk"), dtype="float64",
+                 backend: str = "auto", max_memory: int | str | None = None, progress=None,
                  cache: bool = False) -> KernelResult:
-        """K(x1, x2).  ``max_memory``: working memory for pair batches, bytes or a size
-        such as "512M".  ``cache=True``: reuse a result this process computed before for
-        the same net, params, inputs, dtype and backend, and keep this one
+        """K(x1, x2).  ``get``: "nngp", "ntk" or both (as neural-tangents' ``get``; the
+        one not asked for is None — the NNGP alone skips the whole Θ recursion).
+        ``max_memory``: working memory for pair batches, bytes or a size such as "512M".
+        ``cache=True``: reuse a result this process computed before for the same net,
+        params, inputs, dtype and backend, and keep this one
         (:mod:`infinet.runtime.kernel_cache`; its arrays are then read-only)."""
+        wanted = _kernels_wanted(get)
         if max_memory is not None:
             max_memory = parse_size(max_memory, f"max_memory={max_memory!r}")
         a = check_inputs(self.plan, _host(x1), "x1")
         b = None if x2 is None else check_inputs(self.plan, _host(x2), "x2")
-        pairs = len(a) * (len(a) + 1) // 2 if b is None else len(a) * len(b)
-        executor = self.executor(backend, dtype, pairs)
+        pairs = pair_count(len(a), len(a) if b is None else len(b), b is None)
+        executor = self.executor(backend, dtype, pairs, ntk="ntk" in wanted)
         if cache:
             key = cache_key(self.plan, executor, a, b)
             result = KERNELS.get(key)
@@ -102,8 +107,10 @@ class CompiledKernel:
             result = evaluate(executor, a, b, max_memory=max_memory, progress=progress)
         if _is_cupy(x1):          # CuPy in, CuPy out
             import cupy
-            result = KernelResult(cupy.asarray(result.nngp), cupy.asarray(result.ntk))
-        return result
+            result = KernelResult(cupy.asarray(result.nngp), cupy.asarray(result.ntk),
+                                  result.pairs_computed)
+        return KernelResult(result.nngp if "nngp" in wanted else None,
+                            result.ntk if "ntk" in wanted else None, result.pairs_computed)
 
     def __getstate__(self) -> dict:
         state = dict(self.__dict__)
@@ -114,6 +121,13 @@ class CompiledKernel:
 
     def __repr__(self) -> str:
         return "<infinet kernel " + repr(self.plan).removeprefix("<Plan ")
+
+
+def _kernels_wanted(get) -> tuple[str, ...]:
+    names = (get,) if isinstance(get, str) else tuple(get)
+    if not names or any(n not in ("nngp", "ntk") for n in names):
+        raise UsageError(f"get={get!r}: expected 'nngp', 'ntk' or ('nngp', 'ntk')")
+    return names
 
 
 def _is_cupy(x) -> bool:

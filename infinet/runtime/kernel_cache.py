@@ -27,7 +27,7 @@ def cache_key(plan, executor, x1: np.ndarray, x2: np.ndarray | None) -> tuple:
     source = hashlib.sha256(plan.source.encode()).hexdigest()
     params = tuple(sorted((k, float(v)) for k, v in plan.params.items()))
     return (source, params, checksum(x1), None if x2 is None else checksum(x2),
-            executor.dtype.name, executor.name)
+            executor.dtype.name, executor.name, getattr(executor, "ntk", True))
 
 
 class KernelCache:

@@ -303,10 +303,15 @@ class ReferenceExecutor(Executor):
             K, T = ins[0]
             K = _restrict(K, step.restrict[0])
             T = None if T is None else _restrict(T, step.restrict[0])
+            src = n.inputs[0]
             if layer.variance_stat is None:
                 a = b = None
+            elif layer.variance_stat == "mean" and step.first:
+                # the mean of v over the positions, one number per input of the pair
+                shape = (len(rows1),) + (1,) * len(step.first)
+                a = v1[src][rows1].reshape(len(rows1), -1).mean(axis=1).reshape(shape)
+                b = v2[src][rows2].reshape(len(rows2), -1).mean(axis=1).reshape(shape)
             else:
-                src = n.inputs[0]
                 a = _gather_positions(v1[src], rows1, step.first)
                 b = _gather_positions(v2[src], rows2, step.second)
             with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
