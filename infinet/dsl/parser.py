@@ -113,9 +113,11 @@ class _Builder(Transformer_NonRecursive):
             rest = rest[1:]
         elif rest and isinstance(rest[0], Token) and rest[0].type == "NUMBER":
             text = str(rest[0])
-            if not text.isdigit() or len(text) > 9:
+            if not text.isdigit():
                 raise _Located(f"a window size must be a whole number, got {text}",
                                self.pos_of(rest[0]))
+            if len(text) > 9:
+                raise _Located("this window size is too large", self.pos_of(rest[0]))
             size = ast.Size((int(text),), self.pos_of(rest[0]))
             rest = rest[1:]
         options = tuple(c for c in rest if isinstance(c, ast.Option))

@@ -68,8 +68,9 @@ def evaluate_tiled(executor, x1: np.ndarray, x2: np.ndarray | None = None, *,
         todo = [] if store.complete else [t for t in tiles if t.index not in store.done]
         computed = [0]
         if todo:
-            a = x1.astype(dt, copy=False)
-            b = a if symmetric else x2c.astype(dt, copy=False)
+            with np.errstate(over="ignore"):      # too large for float32: the executor says so
+                a = x1.astype(dt, copy=False)
+                b = a if symmetric else x2c.astype(dt, copy=False)
             v1 = executor.self_variances(a)
             v2 = v1 if symmetric else executor.self_variances(b)
 

@@ -56,12 +56,14 @@ class Executor:
 
     # -- the interface --------------------------------------------------------------------
     def self_variances(self, x):
-        tables = self._self_variances(x)
+        with np.errstate(over="ignore", invalid="ignore"):   # checked below, not warned
+            tables = self._self_variances(x)
         self._check_variances(tables, x)
         return tables
 
     def pairs(self, x1, x2, rows1, rows2, v1, v2):
-        k, t = self._pairs(x1, x2, rows1, rows2, v1, v2)
+        with np.errstate(over="ignore", invalid="ignore"):
+            k, t = self._pairs(x1, x2, rows1, rows2, v1, v2)
         for values in (k, t):
             xp = _xp(values)
             if values is not None and not bool(xp.isfinite(values).all()):
@@ -83,7 +85,10 @@ class Executor:
         for v in values:
             xp = _xp(v)
             if not bool(xp.isfinite(v).all()):
-                scale = float(np.max(np.abs(np.asarray(x, np.float64)))) if len(x) else 0.0
+                with np.errstate(over="ignore"):
+                    scale = float(np.max(np.abs(np.asarray(x, np.float64)))) if len(x) else 0.0
+                if not np.isfinite(scale):
+                    raise NumericalError(self._overflow_text("the inputs", "do not fit"))
                 raise NumericalError(self._overflow_text(
                     f"the self-variances of the inputs (values up to {scale:.3g})"))
         if self.dtype == np.float32 and not self._warned:
@@ -104,9 +109,9 @@ class Executor:
                     f"inaccurate; compute in float64 (--dtype float64, dtype='float64') or "
                     f"rescale the inputs", PrecisionWarning, stacklevel=3)
 
-    def _overflow_text(self, what: str) -> str:
+    def _overflow_text(self, what: str, verb: str = "are not finite in") -> str:
         limit = float(np.finfo(self.dtype).max)
         hint = ("compute in float64 (--dtype float64, dtype='float64') or rescale the inputs"
                 if self.dtype == np.float32 else "rescale the inputs")
-        return (f"{what} are not finite in {self.dtype.name} (its largest value is "
-                f"{limit:.3g}): the exact kernel does not fit; {hint}")
+        return (f"{what} {verb} {self.dtype.name} (its largest value is {limit:.3g}): the "
+                f"exact kernel does not fit; {hint}")
