@@ -19,7 +19,8 @@ def _src(k: int) -> str:
 
 
 def row_bases(stage: Stage, sweep: Sweep) -> list[str]:
-    """Per-row pointers: every access in the entry loop is then base[w] (vectorises)."""
+    """Per-row bases: every access in the entry loop is then (base + rb)[w] — a pointer
+    plus w, which GCC vectorises (and masks) better than an index expression."""
     out = [f"const int rb = {buf(stage, 'd', 'h', '0')};", "(void)rb;"]
     op = sweep.starter
     if op.kind == "conv":
@@ -161,9 +162,9 @@ def starter(stage: Stage, sweep: Sweep, prog) -> list[str]:
     if op.kind in ("pool", "cconv", "gconv"):
         return _tap_reader(stage, op)
     if op.kind == "slot":
-        out = [f"k = K{op.src_slot}[rb + w];"]
+        out = [f"k = (K{op.src_slot} + rb)[w];"]
         if op.t_in:
-            out.append(f"t = T{op.src_slot}[rb + w];")
+            out.append(f"t = (T{op.src_slot} + rb)[w];")
         return out
     if op.kind == "load":
         return _load(stage, op.source, op.t_in, "k", "t")
@@ -192,9 +193,9 @@ def _sum(stage: Stage, op: Op) -> list[str]:
             if t_live:
                 tterms.append("ct")
         elif kind == "slot":
-            kterms.append(f"K{ref}[rb + w]")
+            kterms.append(f"(K{ref} + rb)[w]")
             if t_live and op.t_out:
-                tterms.append(f"T{ref}[rb + w]")
+                tterms.append(f"(T{ref} + rb)[w]")
         else:
             lines.append(f"    real lk{n} = 0, lt{n} = 0; (void)lt{n};")
             lines += ["    " + x for x in _load(stage, ref, t_live and op.t_out, f"lk{n}",
