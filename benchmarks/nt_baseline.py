@@ -70,7 +70,7 @@ def _fmt(v):
 
 
 def net_text(net, convs=None, hw=32, channels=3, readout_w=1.0):
-    """The network in infinet's .net syntax (SPEC section 3)."""
+    """The network in infinet's .net syntax (docs/language.md)."""
     n, readout = NETS[net]
     n = n if convs is None else convs
     return (

@@ -1,4 +1,4 @@
-"""The ``infinet`` command line (SPEC §4).
+"""The ``infinet`` command line (README.md, "Commands").
 
 Every error a user can cause prints ``FILE:LINE:COL: error: ...`` (with the source
 line and a caret) or a one-line ``error: ...`` on stderr and exits with status 2.
@@ -12,7 +12,7 @@ import sys
 
 
 from . import __version__
-from .compiler import build_plan, parse_program
+from .compiler import build_plan, parse_net
 from .errors import InfinetError, UsageError
 from .ir.plan import Plan
 from .report import explain, summary
@@ -46,7 +46,7 @@ def parse_size(text: str) -> int:
 
 
 def load_plan(args) -> Plan:
-    program = parse_program(os.fspath(args.net))
+    program = parse_net(os.fspath(args.net))
     return build_plan(program, parse_defines(args.define))
 
 

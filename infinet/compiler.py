@@ -19,13 +19,13 @@ from .dsl.source import read_source
 from .ir.plan import Plan, analyse
 
 
-def parse_program(path_or_source) -> ast.Program:
+def parse_net(path_or_source) -> ast.NetFile:
     """Stage 1, parse: source text → AST."""
     filename, text = read_source(path_or_source)
     return parse(text, filename)
 
 
-def build_plan(program: ast.Program, params: Mapping[str, object] | None = None) -> Plan:
+def build_plan(program: ast.NetFile, params: Mapping[str, object] | None = None) -> Plan:
     """Stages 2-3, lower and analyse: AST (with param overrides) → graph → plan."""
     lowered = lower(program, params)
     return analyse(lowered.name, program.filename, program.source, lowered.params,
@@ -42,6 +42,6 @@ def compile(path_or_source, **params):  # noqa: A001 - the public name of the AP
     """
     from .runtime.kernel import CompiledKernel
 
-    program = parse_program(path_or_source)
+    program = parse_net(path_or_source)
     plan = build_plan(program, params)
     return CompiledKernel(program, plan)

@@ -1,4 +1,4 @@
-"""The demand analysis (SPEC §2.1): which offsets p' - p each state must provide."""
+"""The demand analysis (docs/semantics.md#demand-analysis): which offsets p' - p each state must provide."""
 from __future__ import annotations
 
 import infinet

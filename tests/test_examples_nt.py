@@ -32,7 +32,7 @@ def test_fixed_readout_removes_exactly_its_own_term():
     last_fixed = text.replace("b=0 fixed\nrelu", "b=0\nrelu")      # first conv trained
     assert last_fixed.count(" fixed") == 1
     out = infinet.compile(last_fixed, depth=4)(x1, x2)
-    # a trained readout adds Σ_out to Θ (SPEC §2.2); fixed, it does not
+    # a trained readout adds Σ_out to Θ (docs/semantics.md#fixed-layers); fixed, it does not
     np.testing.assert_allclose(out.nngp, ref["nngp"][:2, :1], rtol=1e-10)
     np.testing.assert_allclose(out.ntk, ref["ntk"][:2, :1] - ref["nngp"][:2, :1], rtol=1e-10)
     both = infinet.compile(EXAMPLES / "cntk_gap.net", depth=4)(x1, x2)

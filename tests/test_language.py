@@ -1,4 +1,4 @@
-"""The .net language: every form of SPEC §3 is accepted and means what it says."""
+"""The .net language: every form of docs/language.md is accepted and means what it says."""
 from __future__ import annotations
 
 import math

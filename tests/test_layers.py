@@ -1,4 +1,4 @@
-"""Each layer against its closed form (SPEC §2), on inputs where the answer is known."""
+"""Each layer against its closed form (docs/semantics.md#layers), on inputs where the answer is known."""
 from __future__ import annotations
 
 import math

@@ -1,6 +1,6 @@
 """A small ctypes wrapper around NVRTC: compile CUDA source to PTX with no GPU present.
 
-Used to check generated CUDA in CI (SPEC §5) and by ``infinet cuda --check``.  The
+Used to check generated CUDA in CI and by ``infinet cuda --check``.  The
 library is looked up in ``$INFINET_NVRTC``, then in the ``nvidia-cuda-nvrtc`` pip
 package (``nvidia/cu13/lib`` or ``nvidia/cuda_nvrtc/lib``), then on the system path.
 """

@@ -18,6 +18,7 @@ from functools import lru_cache
 
 import jinja2
 
+from ..dtypes import DTYPES as _DTYPES
 from . import snippets
 from .printer import lit
 from .program import KernelProgram, PassProgram, Stage  # noqa: F401
@@ -48,7 +49,8 @@ CUDA = Target("cuda", "CUDA", "cuda", "cuda.cu.j2", flat_team=True)
 CPU = Target("cpu", "C++ (CPU)", "cuda --cpu", "cpu.cpp.j2", flat_team=False,
              vector_blocks=True)
 TARGETS = {"cuda": CUDA, "cpu": CPU}
-DTYPES = (("float", "f32"), ("double", "f64"))
+#: (C type, entry point suffix) of every dtype the kernels are printed for
+DTYPES = tuple((d.ctype, d.suffix) for d in _DTYPES.values())
 
 
 def per_item_entries(pas: PassProgram) -> int:

@@ -138,7 +138,9 @@ Statement = Union[NetDecl, ParamDecl, InputImage, InputVector, LayerStmt, Repeat
 
 
 @dataclass(frozen=True)
-class Program:
+class NetFile:
+    """A parsed ``.net`` file (or source text): its statements, in order."""
+
     filename: str
     source: str
     statements: tuple[Statement, ...] = field(default_factory=tuple)

@@ -41,7 +41,7 @@ class Lowered:
     nodes: list[Node]
 
 
-def lower(program: ast.Program, overrides: Mapping[str, Value | str] | None = None) -> Lowered:
+def lower(program: ast.NetFile, overrides: Mapping[str, Value | str] | None = None) -> Lowered:
     """Resolve params (with ``overrides``), unroll repeats and build the graph."""
     overrides = dict(overrides or {})
     declared = _declared_params(program.statements)
@@ -83,7 +83,7 @@ def _declared_params(statements) -> dict[str, ast.ParamDecl]:
 
 
 class _Lowering:
-    def __init__(self, program: ast.Program, overrides: dict):
+    def __init__(self, program: ast.NetFile, overrides: dict):
         self.program = program
         self.overrides = overrides
         self.params: dict[str, Value] = {}

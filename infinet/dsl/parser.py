@@ -1,4 +1,4 @@
-"""Source text → :class:`~infinet.dsl.ast.Program`, with syntax errors located.
+"""Source text → :class:`~infinet.dsl.ast.NetFile`, with syntax errors located.
 
 The grammar lives in ``infinet/grammar.lark`` (LALR(1), positions kept).  The
 transformer only builds AST dataclasses; all checks of meaning happen in lower.py.
@@ -243,7 +243,7 @@ def _check_nesting(source: str, filename: str, lines: list[str]) -> None:
                 depth -= 1
 
 
-def parse(source: str, filename: str = "<string>") -> ast.Program:
+def parse(source: str, filename: str = "<string>") -> ast.NetFile:
     """Parse ``.net`` source text; raise :class:`NetError` on a syntax error."""
     source = source.removeprefix("\ufeff")          # a UTF-8 byte order mark
     lines = source.splitlines()
@@ -253,7 +253,7 @@ def parse(source: str, filename: str = "<string>") -> ast.Program:
     except lark.exceptions.UnexpectedInput as err:
         raise _syntax_error(err, filename, lines) from None
     statements = _build(tree, filename, lines)
-    return ast.Program(filename, source, statements)
+    return ast.NetFile(filename, source, statements)
 
 
 def parse_expression(text: str, filename: str = "<command line>") -> ast.Expr:

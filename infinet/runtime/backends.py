@@ -10,7 +10,8 @@ from __future__ import annotations
 import sys
 
 from ..errors import UsageError
-from .executor import DTYPES, check_dtype
+from ..dtypes import DTYPES
+from .executor import check_dtype
 from .reference import ReferenceExecutor
 
 BACKENDS = ("auto", "numpy", "cpu", "cuda")

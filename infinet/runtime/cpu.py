@@ -12,11 +12,11 @@ import numpy as np
 
 from ..codegen import cpujit
 from ..codegen.program import KernelProgram
+from ..dtypes import DTYPES
 from ..errors import InfinetError
 from .compiled import VarianceTables, pack
 from .executor import Executor
 
-_SUFFIX = {"float64": "f64", "float32": "f32"}
 
 
 class CpuExecutor(Executor):
@@ -28,7 +28,7 @@ class CpuExecutor(Executor):
         self.source = source
         stem = re.sub(r"[^A-Za-z0-9_]+", "_", program.name)[:40] or "net"
         self.lib = cpujit.load(self.source, f"infinet-{stem}")
-        suffix = _SUFFIX[self.dtype.name]
+        suffix = DTYPES[self.dtype.name].suffix
         pair = program.pair if (ntk or not program.pairk.active) else program.pairk
         self._pair = self._entry(f"infinet_{pair.pass_}_{suffix}")
         self._self = self._entry(f"infinet_self_{suffix}") if program.self_.active else None

@@ -19,6 +19,7 @@ import numpy as np
 
 from ..codegen.program import KernelProgram
 from ..codegen.render import SHARED_LIMIT
+from ..dtypes import DTYPES
 from ..errors import InfinetError
 from .compiled import VarianceTables, pack
 from .executor import Executor
@@ -26,7 +27,6 @@ from .executor import Executor
 NVRTC_OPTIONS = ("--std=c++17", "--fmad=false")
 #: device memory for the materialised states of one launch sequence
 DEVICE_BUDGET = 2 * 2 ** 30
-_SUFFIX = {"float64": "f64", "float32": "f32"}
 _MODULES: dict[str, object] = {}
 
 
@@ -66,7 +66,7 @@ class CudaExecutor(Executor):
         self.source = source
         self.pair_pass = program.pair if (ntk or not program.pairk.active) else program.pairk
         self.module = module_for(self.source)
-        self.suffix = _SUFFIX[self.dtype.name]
+        self.suffix = DTYPES[self.dtype.name].suffix
         dev = cupy.cuda.Device()
         self.max_blocks = dev.attributes["MultiProcessorCount"] * 32
         self._uploads: dict = {}

@@ -18,10 +18,8 @@ import warnings
 
 import numpy as np
 
+from ..dtypes import DTYPES
 from ..errors import NumericalError, PrecisionWarning, UsageError
-
-#: the dtypes every backend computes in (name -> NumPy dtype); results are float64
-DTYPES = {"float64": np.dtype(np.float64), "float32": np.dtype(np.float32)}
 
 
 def check_dtype(dtype) -> np.dtype:
@@ -32,7 +30,7 @@ def check_dtype(dtype) -> np.dtype:
         name = str(dtype)
     if name not in DTYPES:
         raise UsageError(f"unknown dtype '{dtype}' (choose float64 or float32)")
-    return DTYPES[name]
+    return DTYPES[name].numpy
 
 
 def _xp(a):

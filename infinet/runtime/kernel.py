@@ -3,7 +3,6 @@ from __future__ import annotations
 
 from functools import cached_property
 
-from ..dsl import ast
 from ..ir.plan import Plan
 from .backends import make_executor, resolve_backend
 from .data import check_inputs
@@ -21,7 +20,7 @@ class CompiledKernel:
     ``k(x1, x2=None)`` → :class:`KernelResult` with ``.nngp`` and ``.ntk`` of shape
     [N1, N2] (float64 arrays, CuPy arrays when x1 is one; computed in ``dtype``).
     ``x2=None`` means x2 = x1, and then the result is exactly symmetric.  Every stage of
-    the compilation is kept: ``k.program`` (the AST), ``k.plan`` (the analysed graph),
+    the compilation is kept: ``k.syntax`` (the parsed .net file), ``k.plan`` (the analysed graph),
     ``k.kernel_program`` (the code generator's stages over offset planes),
     ``k.cpu_source`` and ``k.cuda_source`` (the generated C++ and CUDA);
     ``k.summary()`` and ``k.explain()`` describe the plan as ``infinet check`` and
@@ -29,15 +28,15 @@ class CompiledKernel:
     built again when first needed).
     """
 
-    def __init__(self, program: ast.Program, plan: Plan):
-        self.program = program
+    def __init__(self, syntax: "NetFile | None", plan: Plan):
+        self.syntax = syntax
         self.plan = plan
         self._executors: dict = {}
 
     @classmethod
-    def from_plan(cls, plan: Plan, program: ast.Program | None = None) -> "CompiledKernel":
+    def from_plan(cls, plan: Plan, syntax: "NetFile | None" = None) -> "CompiledKernel":
         """The kernel of an analysed plan (the later pipeline stages are made on use)."""
-        return cls(program, plan)
+        return cls(syntax, plan)
 
     @property
     def name(self) -> str:
