@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import ctypes
 import os
-import sys
 from dataclasses import dataclass, replace
 from functools import lru_cache
 
@@ -326,4 +325,3 @@ def launch(kernel: KernelImage, grid, block, args, shared_mem: int, max_dynamic:
     barrier_sites.update(sites[k] for k in range(cfg.nsites))
     if status != 0:
         raise KernelFault("cuda-emu: " + err.value.decode(errors="replace"))
-    sys.stdout.flush()

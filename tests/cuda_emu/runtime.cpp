@@ -31,6 +31,8 @@
 #include <thread>
 #include <vector>
 
+#include <setjmp.h>
+#include <signal.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
@@ -181,6 +183,12 @@ struct Worker {
     // addresses that only name ThreadSanitizer sync objects
     char bar_sync[64];
     std::vector<char> warp_sync;
+    // a fault (SIGSEGV/SIGBUS) in a fiber returns here (plain builds)
+    sigjmp_buf fault_jmp;
+    volatile bool fault_armed = false;
+    int fault_sig = 0;
+    void* fault_addr = nullptr;
+    Fiber* fault_fiber = nullptr;
 };
 
 thread_local Worker* t_worker = nullptr;
@@ -193,8 +201,36 @@ Worker* worker() {
 #if defined(EMU_TSAN)
         t_worker->tsan_sched = __tsan_get_current_fiber();
 #endif
+#if !defined(EMU_TSAN) && !defined(EMU_ASAN)
+        // the fault handler must not run on a fiber stack that just overflowed
+        stack_t ss;
+        if (sigaltstack(nullptr, &ss) == 0 && (ss.ss_flags & SS_DISABLE)) {
+            ss.ss_size = 64 * 1024;
+            ss.ss_sp = malloc(ss.ss_size);
+            ss.ss_flags = 0;
+            sigaltstack(&ss, nullptr);
+        }
+#endif
     }
     return t_worker;
+}
+
+// ---- faults in a fiber: the launch fails instead of the process (plain builds only; the
+// sanitizers report faults themselves) ---------------------------------------------------
+struct sigaction g_old_segv, g_old_bus;
+
+void on_fault(int sig, siginfo_t* info, void*) {
+    Worker* W = t_worker;
+    if (W && W->fault_armed && W->cur) {
+        W->fault_sig = sig;
+        W->fault_addr = info->si_addr;
+        W->fault_fiber = W->cur;
+        W->cur = nullptr;
+        t_ctx = nullptr;
+        siglongjmp(W->fault_jmp, 1);
+    }
+    // not a kernel's: hand it to the previous handler (the faulting instruction reruns)
+    sigaction(sig, sig == SIGSEGV ? &g_old_segv : &g_old_bus, nullptr);
 }
 
 std::string fmt(const char* f, ...) __attribute__((format(printf, 1, 2)));
@@ -414,6 +450,20 @@ void diagnose_deadlock(Worker* W) {
                    W->bid.z) + what;
 }
 
+void schedule(Worker* W) {
+    while (!W->failed) {
+        if (W->head == W->ready.size()) {
+            if (W->done == W->n) break;
+            diagnose_deadlock(W);
+            break;
+        }
+        Fiber* f = W->pool[W->ready[W->head++]];
+        if (W->head == W->ready.size()) { W->ready.clear(); W->head = 0; }
+        if (f->state != READY) continue;
+        resume(W, f);
+    }
+}
+
 void run_block(Worker* W, Launch* L, unsigned long long b) {
     const emu_launch_cfg* cfg = L->cfg;
     const emu_dim bd = L->block, gd = L->grid;
@@ -483,17 +533,24 @@ void run_block(Worker* W, Launch* L, unsigned long long b) {
     W->head = 0;
     push_ready(W, ids);
 
-    while (!W->failed) {
-        if (W->head == W->ready.size()) {
-            if (W->done == n) break;
-            diagnose_deadlock(W);
-            break;
-        }
-        Fiber* f = W->pool[W->ready[W->head++]];
-        if (W->head == W->ready.size()) { W->ready.clear(); W->head = 0; }
-        if (f->state != READY) continue;
-        resume(W, f);
+    W->fault_armed = true;
+    if (sigsetjmp(W->fault_jmp, 1) == 0) {
+        schedule(W);
+    } else {
+        Fiber* f = W->fault_fiber;
+        const uintptr_t a = (uintptr_t)W->fault_addr;
+        const bool overflow = a >= (uintptr_t)f->map && a < (uintptr_t)f->stack_lo;
+        W->failed = true;
+        W->error = fmt("kernel %s, block (%u,%u,%u), ", L->kernel->name, W->bid.x, W->bid.y,
+                       W->bid.z) + where(f) + ": " +
+                   (overflow ? fmt("stack overflow (%zu KiB per thread; raise stack_kib)",
+                                   f->stack_size / 1024)
+                             : fmt("illegal memory access (%s) at address %p "
+                                   "(CUDA_ERROR_ILLEGAL_ADDRESS)",
+                                   W->fault_sig == SIGSEGV ? "SIGSEGV" : "SIGBUS",
+                                   W->fault_addr));
     }
+    W->fault_armed = false;
     if (W->failed) {
 #if defined(EMU_TSAN)
         // abandoned fibers: start the next block with fresh ones
@@ -808,6 +865,15 @@ extern "C" int emu_launch(const emu_kernel_info* kernel, void** args, const unsi
     L.nblocks = (unsigned long long)grid[0] * grid[1] * grid[2];
     L.id = g_launches.fetch_add(1);
     const int helpers = std::max(0, std::min<int>(cfg->workers - 1, (int)L.nblocks - 1));
+#if !defined(EMU_TSAN) && !defined(EMU_ASAN)
+    struct sigaction act;
+    memset(&act, 0, sizeof act);
+    act.sa_sigaction = on_fault;
+    act.sa_flags = SA_SIGINFO | SA_ONSTACK;
+    sigemptyset(&act.sa_mask);
+    sigaction(SIGSEGV, &act, &g_old_segv);
+    sigaction(SIGBUS, &act, &g_old_bus);
+#endif
     if (helpers > 0) {
         std::lock_guard<std::mutex> lock(g_pool.mu);
         while ((int)g_pool.threads.size() < helpers) {
@@ -825,6 +891,11 @@ extern "C" int emu_launch(const emu_kernel_info* kernel, void** args, const unsi
         g_pool.finished.wait(lock, [] { return g_pool.busy == 0; });
         g_pool.job = nullptr;
     }
+#if !defined(EMU_TSAN) && !defined(EMU_ASAN)
+    sigaction(SIGSEGV, &g_old_segv, nullptr);
+    sigaction(SIGBUS, &g_old_bus, nullptr);
+#endif
+    fflush(stdout);   // device printf
     cfg->nsites = 0;
     for (int s : L.sites)
         if (cfg->nsites < cfg->max_sites) cfg->sites_out[cfg->nsites++] = s;
