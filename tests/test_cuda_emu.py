@@ -244,7 +244,7 @@ def test_math_builtins_have_their_cuda_meaning():
     assert list(q[:, 3]) == list(np.rint(x * np.float32(10)).astype(int))
 
 
-# ---- memory: poisoned, sized, limited -------------------------------------------------------------
+# ---- memory: poisoned, sized, limited --------------------------------------------------------
 def test_new_device_memory_is_nan():
     for dtype in (cp.float64, cp.float32, cp.float16):
         assert np.isnan(cp.asnumpy(cp.empty(7, dtype))).all()
@@ -327,7 +327,8 @@ extern "C" __global__ void dyn(float* out, int* same) {
 
 
 def test_dynamic_shared_memory_is_sized_by_the_launch_and_opt_in():
-    k = module(DYNAMIC).get_function("dyn")
+    mod = module(DYNAMIC)
+    k = mod.get_function("dyn")
     out, same = cp.empty(128, cp.float32), cp.zeros(1, cp.int32)
     k((2,), (64,), (out, same), shared_mem=64 * 4)
     got = cp.asnumpy(out)
@@ -339,11 +340,13 @@ def test_dynamic_shared_memory_is_sized_by_the_launch_and_opt_in():
         k((1,), (64,), (out, same), shared_mem=64 * 1024)
     k.max_dynamic_shared_size_bytes = 64 * 1024
     k((1,), (64,), (out, same), shared_mem=64 * 1024)
+    # an attribute of the function: another handle on it sees the opt-in
+    assert mod.get_function("dyn").max_dynamic_shared_size_bytes == 64 * 1024
     with pytest.raises(CUDADriverError, match="max_dynamic_shared_size_bytes"):
         k.max_dynamic_shared_size_bytes = 228 * 1024
 
 
-# ---- bug classes that must fail loudly ----------------------------------------------------------
+# ---- bug classes that must fail loudly -------------------------------------------------------
 def test_barrier_some_threads_never_reach_names_the_line():
     src = r"""
 extern "C" __global__ void k(float* o) {
@@ -492,7 +495,7 @@ def test_the_stand_in_never_converts_host_arrays_implicitly():
     assert float(cp.asnumpy(cp.sqrt(d)[2])) == math.sqrt(2.0)
 
 
-# ---- the generated kernels with a barrier removed ----------------------------------------------
+# ---- the generated kernels with a barrier removed --------------------------------------------
 def _run_net(gpu, plan, x1, x2, want):
     """'ok', 'wrong' (numbers off or NaN) or 'fault' (the emulator refused)."""
     try:

@@ -12,8 +12,8 @@ A CUDA source becomes a shared library in three steps:
    known exactly (variables of the kernel itself, plus those at namespace scope or in
    device functions, counted for every kernel).
 
-Everything lands in ``$INFINET_CACHE_DIR/cuda-emu`` (default: a directory under the
-system temp dir), named by sha256 of the source, the options, the build mode, the
+Everything lands in ``$INFINET_CACHE_DIR/cuda-emu`` (default: ``infinet-cuda-emu-UID``
+in the system temp dir), named by sha256 of the source, the options, the build mode, the
 header, the runtime and the compiler, written under a file lock with atomic renames.
 """
 from __future__ import annotations
@@ -58,7 +58,8 @@ class BuildError(Exception):
 
 def cache_root() -> Path:
     root = os.environ.get("INFINET_CACHE_DIR")
-    path = Path(root) / "cuda-emu" if root else Path(tempfile.gettempdir()) / "infinet-cuda-emu"
+    path = (Path(root) / "cuda-emu" if root
+            else Path(tempfile.gettempdir()) / f"infinet-cuda-emu-{os.getuid()}")
     path.mkdir(parents=True, exist_ok=True)
     return path
 
@@ -171,7 +172,7 @@ def find_kernels(preprocessed: str) -> list[KernelDecl]:
     i = 0
     while i < len(tokens):
         t = tokens[i]
-        if t == "extern" and i + 2 < len(tokens) and tokens[i + 1] == '"C"' and tokens[i + 2] == "{":
+        if t == "extern" and tokens[i + 1:i + 3] == ['"C"', "{"]:
             depth += 1
             extern_c_depth.append(depth)
             i += 3
@@ -228,7 +229,7 @@ def find_kernels(preprocessed: str) -> list[KernelDecl]:
     return list(found.values())
 
 
-# ---- ELF symbols ---------------------------------------------------------------------------------
+# ---- ELF symbols -----------------------------------------------------------------------------
 @dataclass
 class TlsSymbol:
     name: str
@@ -244,7 +245,8 @@ def tls_symbols(path: Path) -> list[TlsSymbol]:
         raise BuildError(f"{path}: not a little-endian ELF64 file")
     shoff, = struct.unpack_from("<Q", data, 0x28)
     shentsize, shnum = struct.unpack_from("<HH", data, 0x3A)
-    sections = [struct.unpack_from("<IIQQQQIIQQ", data, shoff + k * shentsize) for k in range(shnum)]
+    sections = [struct.unpack_from("<IIQQQQIIQQ", data, shoff + k * shentsize)
+                for k in range(shnum)]
     out: list[TlsSymbol] = []
     for sec in sections:
         if sec[1] != 2:          # SHT_SYMTAB
@@ -281,7 +283,7 @@ def _internal(symbol: str) -> bool:
             or symbol in ("emu_tls_anchor_",))
 
 
-# ---- modules -------------------------------------------------------------------------------------
+# ---- modules ---------------------------------------------------------------------------------
 @dataclass
 class ModuleBuild:
     """A built module: the library, its source as compiled, and what the runtime needs."""

@@ -73,7 +73,7 @@ static_assert(sizeof(uint3) == sizeof(emu_dim) && sizeof(dim3) == sizeof(emu_dim
 #define gridDim (*reinterpret_cast<const dim3*>(&emu_cur()->gdim))
 static constexpr int warpSize = 32;
 
-// ---- vector types ----------------------------------------------------------------------------
+// ---- vector types ---------------------------------------------------------------------------
 #define EMU_VEC(T, N, A2, A4)                                                              \
     struct __attribute__((aligned(A2))) N##2 { T x, y; };                                  \
     struct N##3 { T x, y, z; };                                                            \
@@ -99,7 +99,7 @@ static inline uint4 make_uint4(unsigned x, unsigned y, unsigned z, unsigned w) {
 }
 #undef EMU_VEC
 
-// ---- synchronisation -------------------------------------------------------------------------
+// ---- synchronisation ------------------------------------------------------------------------
 // __builtin_FILE/LINE as default arguments name the call site (after macro expansion: the
 // line that invoked the macro), so errors point at the source line.
 static inline void __syncthreads(const char* f = __builtin_FILE(), int l = __builtin_LINE()) {
@@ -126,7 +126,7 @@ static inline void __threadfence_block() { __atomic_thread_fence(__ATOMIC_SEQ_CS
 static inline void __threadfence_system() { __atomic_thread_fence(__ATOMIC_SEQ_CST); }
 static inline unsigned __activemask() { return emu_activemask(); }
 
-// ---- warp shuffles and votes -----------------------------------------------------------------
+// ---- warp shuffles and votes ----------------------------------------------------------------
 template <typename T>
 static inline T emu_shfl(int op, unsigned mask, T var, int param, int width, const char* f,
                          int l) {
@@ -205,7 +205,7 @@ EMU_REDUCE(__reduce_or_sync, EMU_REDUCE_OR, EMU_REDUCE_OR)
 EMU_REDUCE(__reduce_xor_sync, EMU_REDUCE_XOR, EMU_REDUCE_XOR)
 #undef EMU_REDUCE
 
-// ---- atomics (GCC builtins: seen by ThreadSanitizer) ------------------------------------------
+// ---- atomics (GCC builtins: seen by ThreadSanitizer) ----------------------------------------
 template <typename T>
 static inline T emu_atomic_update(T* p, T v, int op) {
     T old, want;
@@ -335,7 +335,7 @@ static inline double __drcp_rn(double a) { return 1.0 / a; }
 static inline double __dsqrt_rn(double a) { return sqrt(a); }
 static inline double __fma_rn(double a, double b, double c) { return fma(a, b, c); }
 
-// ---- bit casts, conversions, integer intrinsics -------------------------------------------------
+// ---- bit casts, conversions, integer intrinsics ---------------------------------------------
 template <typename To, typename From>
 static inline To emu_bits(From v) {
     static_assert(sizeof(To) == sizeof(From), "bit cast");
@@ -454,7 +454,7 @@ static inline long long llmax(long long a, long long b) { return a > b ? a : b; 
 static inline unsigned long long ullmin(unsigned long long a, unsigned long long b) { return a < b ? a : b; }
 static inline unsigned long long ullmax(unsigned long long a, unsigned long long b) { return a > b ? a : b; }
 
-// ---- loads/stores with cache hints, misc -------------------------------------------------------
+// ---- loads/stores with cache hints, misc ----------------------------------------------------
 template <typename T> static inline T __ldg(const T* p) { return *p; }
 template <typename T> static inline T __ldcg(const T* p) { return *p; }
 template <typename T> static inline T __ldca(const T* p) { return *p; }
@@ -474,7 +474,7 @@ static inline void __nanosleep(unsigned) {}
 #define assert(e) ((e) ? (void)0 : emu_trap("assertion failed: " #e, __FILE__, __LINE__))
 #endif
 
-// ---- what the build needs from every module ---------------------------------------------------
+// ---- what the build needs from every module -------------------------------------------------
 // The runtime finds a module's per-block storage in the calling OS thread from this anchor.
 thread_local unsigned char emu_tls_anchor_ __attribute__((used, visibility("hidden")));
 extern "C" __attribute__((visibility("default"))) void* emu_module_tls_anchor(void) {

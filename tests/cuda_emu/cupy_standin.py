@@ -44,7 +44,7 @@ class _Namespace(types.ModuleType):
         self.__dict__.update(attrs)
 
 
-# ---- errors -------------------------------------------------------------------------------------
+# ---- errors ----------------------------------------------------------------------------------
 class CUDARuntimeError(RuntimeError):
     pass
 
@@ -71,7 +71,7 @@ class OutOfMemoryError(MemoryError):
                          f"{total:,} bytes, limit set to: {limit:,} bytes).")
 
 
-# ---- memory ---------------------------------------------------------------------------------------
+# ---- memory ----------------------------------------------------------------------------------
 def _address(a: np.ndarray) -> int:
     return a.__array_interface__["data"][0]
 
@@ -214,7 +214,7 @@ def _poison(a: np.ndarray) -> np.ndarray:
     return a
 
 
-# ---- ndarray ----------------------------------------------------------------------------------------
+# ---- ndarray ---------------------------------------------------------------------------------
 def _unsupported(x):
     raise TypeError(f"Unsupported type {type(x)}")
 
@@ -507,7 +507,7 @@ def owns(address: int) -> bool:
     return address in _GLOBALS or _POOL.owns(address)
 
 
-# ---- device, streams, runtime -----------------------------------------------------------------
+# ---- device, streams, runtime ----------------------------------------------------------------
 class Device:
     def __init__(self, device=None):
         self.id = 0 if device is None else int(device)
@@ -618,12 +618,13 @@ memory = _Namespace("cupy.cuda.memory", MemoryPointer=MemoryPointer, MemoryPool=
                     OutOfMemoryError=OutOfMemoryError, UnownedMemory=UnownedMemory)
 
 
-# ---- kernels ------------------------------------------------------------------------------------
+# ---- kernels ---------------------------------------------------------------------------------
 _IGNORED_OPTIONS = ("--fmad=", "-fmad=", "--use_fast_math", "-use_fast_math", "-lineinfo",
                     "--generate-line-info", "-G", "--device-debug", "-ftz=", "--ftz=",
                     "-prec-div=", "--prec-div=", "-prec-sqrt=", "--prec-sqrt=", "-restrict",
                     "--restrict", "-dopt", "--dopt", "-maxrregcount", "--maxrregcount",
-                    "-Xptxas", "--ptxas-options", "-default-device", "--device-as-default-execution-space",
+                    "-Xptxas", "--ptxas-options", "-default-device",
+                    "--device-as-default-execution-space",
                     "-w", "--disable-warnings", "-Werror", "--extra-device-vectorization",
                     "-extra-device-vectorization", "--device-int128", "-device-int128",
                     "--diag-suppress", "-diag-suppress", "-dlto", "--dlink-time-opt",
@@ -633,26 +634,33 @@ _IGNORED_OPTIONS = ("--fmad=", "-fmad=", "--use_fast_math", "-use_fast_math", "-
 
 
 def _parse_options(options) -> build.Options:
+    """NVRTC options as the emulator's build needs them (-D, -I, -std, -arch); options
+    that only tune code generation are accepted and ignored; anything else is refused."""
     if not isinstance(options, tuple):
         raise TypeError("options must be a tuple of str (as in cupy.RawModule)")
     defines, includes, std, arch = [], [], "c++17", build.ARCH
     items = list(options)
     while items:
         o = items.pop(0)
-        if o in ("-D", "--define-macro", "-I", "--include-path") and items:
-            o = o + ("" if o.startswith("--") is False else "=") + items.pop(0)
-        if o.startswith(("-D", "--define-macro=")):
-            defines.append(o.split("=", 1)[1] if o.startswith("--") else o[2:])
-        elif o.startswith(("-I", "--include-path=")):
-            includes.append(o.split("=", 1)[1] if o.startswith("--") else o[2:])
+        if o in ("-D", "-I") and items:                      # "-D NAME": one option
+            o += items.pop(0)
+        elif o in ("--define-macro", "--include-path") and items:
+            o += "=" + items.pop(0)
+        if o.startswith("--define-macro="):
+            defines.append(o.split("=", 1)[1])
+        elif o.startswith("-D"):
+            defines.append(o[2:])
+        elif o.startswith("--include-path="):
+            includes.append(o.split("=", 1)[1])
+        elif o.startswith("-I"):
+            includes.append(o[2:])
         elif o.startswith(("--std=", "-std=")):
             std = o.split("=", 1)[1]
-        elif o.startswith(("--gpu-architecture=", "-arch=", "-arch")):
-            value = o.split("=", 1)[1] if "=" in o else o[5:]
-            digits = "".join(ch for ch in value if ch.isdigit())
-            if not digits:
+        elif o.startswith(("--gpu-architecture=", "-arch=")):
+            digits = "".join(ch for ch in o.split("=", 1)[1] if ch.isdigit())
+            if len(digits) < 2:
                 raise CompileException(f"nvrtc: error: invalid value for --gpu-architecture: {o}")
-            arch = int(digits[:2]) if len(digits) >= 2 else int(digits)
+            arch = int(digits[:2])
         elif o.startswith(_IGNORED_OPTIONS):
             continue
         else:
@@ -670,7 +678,6 @@ class RawKernel:
         self.__name__ = name
         self._module = _module
         self._image = None
-        self._max_dynamic = None
 
     def _kernel(self):
         if self._image is None:
@@ -689,19 +696,23 @@ class RawKernel:
     def compile(self, log_stream=None):
         self._kernel()
 
+    # (an attribute of the function, as cudaFuncSetAttribute: every RawKernel of the same
+    # module and name sees it)
     @property
     def max_dynamic_shared_size_bytes(self) -> int:
-        if self._max_dynamic is None:
-            return max(0, build.STATIC_SHARED_LIMIT - self._kernel().static_shared)
-        return self._max_dynamic
+        k = self._kernel()
+        if k.max_dynamic is None:
+            return max(0, build.STATIC_SHARED_LIMIT - k.static_shared)
+        return k.max_dynamic
 
     @max_dynamic_shared_size_bytes.setter
     def max_dynamic_shared_size_bytes(self, value: int) -> None:
-        limit = build.DYNAMIC_SHARED_CAPACITY - self._kernel().static_shared
+        k = self._kernel()
+        limit = build.DYNAMIC_SHARED_CAPACITY - k.static_shared
         if not 0 <= int(value) <= limit:
             raise CUDADriverError(f"CUDA_ERROR_INVALID_VALUE: max_dynamic_shared_size_bytes "
                                   f"{value} > {limit} (opt-in limit minus static shared)")
-        self._max_dynamic = int(value)
+        k.max_dynamic = int(value)
 
     preferred_shared_memory_carveout = -1
     max_threads_per_block = property(lambda self: self._kernel().max_threads or 1024)

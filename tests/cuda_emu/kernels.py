@@ -158,10 +158,12 @@ class KernelImage:
         self.module = module
         self.info = info
         self.name = info.name.decode()
-        self.params = [Param(p.kind.decode(), p.size, p.pkind.decode(), p.psize, p.is_const != b"\0")
+        self.params = [Param(p.kind.decode(), p.size, p.pkind.decode(), p.psize,
+                             p.is_const != b"\0")
                        for p in (info.params[k] for k in range(info.nparams))]
         self.max_threads = info.max_threads
         self.static_shared = module.build.static_shared[self.name]
+        self.max_dynamic: int | None = None     # opted-in dynamic shared memory
         ranges = module.build.shared_ranges[self.name]
         self._ranges = (_Range * max(1, len(ranges)))(*[_Range(o, s) for o, s in ranges])
         self._nranges = len(ranges)
@@ -197,7 +199,7 @@ def load_module(source: str, options: build.Options) -> ModuleImage:
     return _MODULES[key]
 
 
-# ---- arguments ---------------------------------------------------------------------------------
+# ---- arguments -------------------------------------------------------------------------------
 _DTYPE_KIND = {"f": "f", "i": "i", "u": "u", "b": "b", "c": "c", "V": "s"}
 
 
@@ -205,11 +207,11 @@ def _pack(arg, device, index: int, param: Param, kname: str) -> bytes:
     """The bytes CuPy would pass for `arg`, checked against the parameter."""
     where = f"kernel {kname}, argument {index} ({param.ctype()})"
     if arg is None:
-        value, kind, size, arr = 0, "p", 8, None
+        value, arr = 0, None
     elif isinstance(arg, device.ndarray):
-        value, kind, size, arr = arg.data.ptr, "p", 8, arg
+        value, arr = arg.data.ptr, arg
     elif isinstance(arg, device.MemoryPointer):
-        value, kind, size, arr = arg.ptr, "p", 8, None
+        value, arr = arg.ptr, None
     elif isinstance(arg, np.ndarray):
         if arg.size != 1:
             raise TypeError(f"{where}: a numpy.ndarray of shape {arg.shape} cannot be passed "
@@ -218,7 +220,7 @@ def _pack(arg, device, index: int, param: Param, kname: str) -> bytes:
         raw = arg.tobytes()
         return _check_scalar(raw, _DTYPE_KIND.get(arg.dtype.kind, "s"), arg.dtype, param, where)
     else:
-        if param.kind == "p" and (isinstance(arg, (int, np.integer)) and not isinstance(arg, bool)):
+        if param.kind == "p" and isinstance(arg, (int, np.integer)) and not isinstance(arg, bool):
             address = int(arg)
             if address != 0 and not device.owns(address):
                 raise LaunchError(f"{where}: given the integer {address:#x}, which is not a "
@@ -237,8 +239,9 @@ def _pack(arg, device, index: int, param: Param, kname: str) -> bytes:
                              param, where)
     # a pointer value
     if param.kind != "p":
-        raise LaunchError(f"{where}: given a pointer ({'None' if arg is None else type(arg).__name__}); "
-                          "the kernel would read its address as a value")
+        given = "None" if arg is None else type(arg).__name__
+        raise LaunchError(f"{where}: given a pointer ({given}); the kernel would read its "
+                          "address as a value")
     if arr is not None:
         if not arr.flags.c_contiguous:
             raise LaunchError(f"{where}: a non-contiguous array (strides {arr.strides}): the "
@@ -278,7 +281,7 @@ def _check_scalar(raw: bytes, kind: str, dtype, param: Param, where: str) -> byt
     return raw
 
 
-# ---- launch --------------------------------------------------------------------------------------
+# ---- launch ----------------------------------------------------------------------------------
 def launch(kernel: KernelImage, grid, block, args, shared_mem: int, max_dynamic: int,
            device) -> None:
     grid = tuple(max(1, int(g)) for g in (tuple(grid) + (1, 1))[:3])

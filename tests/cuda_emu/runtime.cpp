@@ -275,7 +275,7 @@ std::string where(const Fiber* f) {
     return fmt("thread (%u,%u,%u)", f->ctx.tid.x, f->ctx.tid.y, f->ctx.tid.z);
 }
 
-// ---- fibers ------------------------------------------------------------------------------------
+// ---- fibers ---------------------------------------------------------------------------------
 void fill_poison(void* p, size_t n) {
     // 0x7ff8 repeated: a NaN read as half, float or double at any even offset, a huge
     // value read as an integer
@@ -431,7 +431,7 @@ void record_site(Worker* W, int line) {
         W->sites.push_back(line);
 }
 
-// ---- one block ---------------------------------------------------------------------------------
+// ---- one block ------------------------------------------------------------------------------
 void diagnose_deadlock(Worker* W) {
     std::string what = "deadlock: ";
     if (W->bar_waiting)
@@ -620,7 +620,7 @@ Worker* current_fiber_worker(const char* what) {
 
 }  // namespace
 
-// ---- called by emulated kernels ---------------------------------------------------------------
+// ---- called by emulated kernels -------------------------------------------------------------
 extern "C" emu_thread_ctx* emu_cur(void) { return t_ctx; }
 
 extern "C" long long emu_clock(void) {
@@ -840,7 +840,7 @@ extern "C" unsigned long long emu_warp(int op, unsigned mask, unsigned long long
     return f->result;
 }
 
-// ---- called by Python ---------------------------------------------------------------------------
+// ---- called by Python -----------------------------------------------------------------------
 extern "C" int emu_runtime_abi(void) { return EMU_ABI_VERSION; }
 
 extern "C" const char* emu_runtime_mode(void) {

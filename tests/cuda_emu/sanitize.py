@@ -46,8 +46,19 @@ def run(mode: str, code: str, *args: str, timeout: int = 600) -> subprocess.Comp
     key, value = _OPTIONS[mode]
     env[key] = value
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT), str(TESTS), env.get("PYTHONPATH", "")])
-    # the interpreter itself, not a wrapper script (a shell wrapper would load the
-    # sanitizer too, and ThreadSanitizer does not survive bash)
-    python = os.path.realpath(sys.executable)
-    return subprocess.run([python, "-c", code, *args], capture_output=True, text=True,
+    return subprocess.run([_interpreter(), "-c", code, *args], capture_output=True, text=True,
                           env=env, timeout=timeout, cwd=str(ROOT))
+
+
+def _interpreter() -> str:
+    """This interpreter's executable (a virtualenv's link keeps the virtualenv), never a
+    wrapper script: a shell wrapper would load the sanitizer too, and ThreadSanitizer
+    does not survive bash (a pyenv shim, say)."""
+    for candidate in (sys.executable, getattr(sys, "_base_executable", "")):
+        try:
+            with open(candidate, "rb") as fh:
+                if fh.read(4) == b"\x7fELF":
+                    return candidate
+        except OSError:
+            continue
+    raise RuntimeError(f"no interpreter binary to run under a sanitizer ({sys.executable})")
