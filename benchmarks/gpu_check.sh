@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Everything the CUDA target needs checked, in one go, on a machine with a GPU:
-#   1. the `gpu` tests (CUDA vs the NumPy reference on every test architecture, random
-#      architectures, poisoned outputs, CuPy in/out) and the NVRTC compile tests;
+#   1. the `cuda` tests on the real GPU (CUDA vs the NumPy reference on every test
+#      architecture, random architectures, poisoned outputs, CuPy in/out; without a GPU
+#      they run on the tests/cuda_emu emulation, here a missing GPU is an error) and the
+#      NVRTC compile tests;
 #   2. pairs/s of the CUDA backend (float32, float64) on the BENCHMARKS.md networks.
 # Runs from the source tree (PYTHONPATH=.), no install needed.  Missing Python packages
 # (lark, jinja2, pytest, hypothesis, cupy) are installed from a wheel directory:
@@ -37,16 +39,12 @@ echo "== device"
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader || true
 "$PY" -c "import cupy; print('cupy', cupy.__version__, 'devices', cupy.cuda.runtime.getDeviceCount())"
 
-echo "== tests (gpu + nvrtc)"
+echo "== tests (cuda on the GPU + nvrtc)"
 log="$(mktemp)"
 status=0
-"$PY" -m pytest -q -p no:cacheprovider -rs tests/test_cuda_gpu.py tests/test_codegen_nvrtc.py \
-    > "$log" 2>&1 || status=$?
+INFINET_CUDA_REQUIRE_GPU=1 "$PY" -m pytest -q -p no:cacheprovider -rs \
+    tests/test_cuda.py tests/test_codegen_nvrtc.py > "$log" 2>&1 || status=$?
 tail -25 "$log"
-if grep -q "SKIPPED.*test_cuda_gpu" "$log"; then
-    echo "warning: gpu tests were skipped (no usable CUDA device?)" >&2
-    status=1
-fi
 
 echo "== benchmark (pairs per second, ${N}x${N} pairs per net)"
 "$PY" benchmarks/bench_backends.py --backends cuda --dtypes float32,float64 \

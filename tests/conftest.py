@@ -1,4 +1,4 @@
-"""Shared test set-up: the `gpu` marker skips cleanly where no CUDA device is usable."""
+"""Shared test set-up: tests marked `cuda` run on a real GPU or on the cuda-emu emulation."""
 from __future__ import annotations
 
 import os
@@ -12,21 +12,25 @@ EXAMPLES = ROOT / "examples"
 DATA = Path(__file__).resolve().parent / "data"
 
 
-def _gpu_available() -> bool:
-    try:
-        import cupy  # noqa: F401
-        return cupy.cuda.runtime.getDeviceCount() > 0
-    except Exception:  # noqa: BLE001 - no cupy, no driver, no device
-        return False
-
-
-def pytest_collection_modifyitems(config, items):
-    if _gpu_available():
+@pytest.fixture(autouse=True)
+def cuda_device(request):
+    """Tests marked `cuda` see CuPy: the real one where it finds a GPU, else the cuda-emu
+    stand-in (tests/cuda_emu); "gpu" or "emulator".  Other tests never see the stand-in."""
+    if request.node.get_closest_marker("cuda") is None:
+        yield None
         return
-    skip = pytest.mark.skip(reason="needs a CUDA GPU (none usable here)")
-    for item in items:
-        if "gpu" in item.keywords:
-            item.add_marker(skip)
+    import cuda_emu
+    with cuda_emu.activated() as where:
+        yield where
+
+
+def pytest_terminal_summary(terminalreporter):
+    """Tables tests left for the reader (e.g. registers per kernel from ptxas)."""
+    from summary import SECTIONS
+    for title, lines in SECTIONS.items():
+        terminalreporter.write_sep("-", title)
+        for line in lines:
+            terminalreporter.write_line(line)
 
 
 def run_cli(*args, cwd=None):
