@@ -47,7 +47,7 @@ def parse_size(text: str) -> int:
 
 def load_plan(args) -> Plan:
     program = parse_net(os.fspath(args.net))
-    return build_plan(program, parse_defines(args.define))
+    return build_plan(program, parse_defines(args.define), from_cli=True)
 
 
 # -- check / explain ----------------------------------------------------------------------

@@ -25,9 +25,10 @@ def parse_net(path_or_source) -> ast.NetFile:
     return parse(text, filename)
 
 
-def build_plan(program: ast.NetFile, params: Mapping[str, object] | None = None) -> Plan:
+def build_plan(program: ast.NetFile, params: Mapping[str, object] | None = None,
+               from_cli: bool = False) -> Plan:
     """Stages 2-3, lower and analyse: AST (with param overrides) → graph → plan."""
-    lowered = lower(program, params)
+    lowered = lower(program, params, from_cli)
     return analyse(lowered.name, program.filename, program.source, lowered.params,
                    lowered.nodes)
 

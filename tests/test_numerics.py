@@ -112,3 +112,14 @@ def test_a_weight_whose_kernel_overflows_is_an_error_not_a_traceback(backend):
     x = np.full((2, 3), 2.0)
     with pytest.raises(NumericalError, match="not finite in float64"):
         k(x, backend=backend)
+
+
+def test_override_errors_speak_the_callers_language(tmp_path, capsys):
+    src = "param w = 1\ninput 3\ndense W=w\n"
+    with pytest.raises(UsageError, match=r"^error: depth=3: <string> has no param 'depth'"):
+        infinet.compile(src, depth=3)
+    with pytest.raises(UsageError, match=r"^error: w='1/0': division by zero"):
+        infinet.compile(src, w="1/0")
+    (tmp_path / "n.net").write_text(src)
+    assert main(["check", str(tmp_path / "n.net"), "-D", "depth=3"]) == 2
+    assert "error: -D depth: " in capsys.readouterr().err

@@ -41,16 +41,21 @@ class Lowered:
     nodes: list[Node]
 
 
-def lower(program: ast.NetFile, overrides: Mapping[str, Value | str] | None = None) -> Lowered:
-    """Resolve params (with ``overrides``), unroll repeats and build the graph."""
+def lower(program: ast.NetFile, overrides: Mapping[str, Value | str] | None = None,
+          from_cli: bool = False) -> Lowered:
+    """Resolve params (with ``overrides``), unroll repeats and build the graph.
+
+    ``from_cli``: the overrides came as ``-D NAME=VALUE`` (errors say so); else as
+    keyword arguments of ``infinet.compile`` (errors say ``NAME=value``)."""
     overrides = dict(overrides or {})
     declared = _declared_params(program.statements)
     unknown = [k for k in overrides if k not in declared]
     if unknown:
         names = ", ".join(sorted(declared)) or "none"
-        raise UsageError(f"-D {unknown[0]}: {program.filename} has no param '{unknown[0]}' "
+        what = f"-D {unknown[0]}" if from_cli else f"{unknown[0]}={overrides[unknown[0]]!r}"
+        raise UsageError(f"{what}: {program.filename} has no param '{unknown[0]}' "
                          f"(its params: {names})")
-    lowering = _Lowering(program, overrides)
+    lowering = _Lowering(program, overrides, from_cli)
     lowering.block(program.statements, top=True)
     if not lowering.nodes:
         lines = program.source.splitlines() or [""]
@@ -83,9 +88,10 @@ def _declared_params(statements) -> dict[str, ast.ParamDecl]:
 
 
 class _Lowering:
-    def __init__(self, program: ast.NetFile, overrides: dict):
+    def __init__(self, program: ast.NetFile, overrides: dict, from_cli: bool = False):
         self.program = program
         self.overrides = overrides
+        self.from_cli = from_cli
         self.params: dict[str, Value] = {}
         self.name: str | None = None
         self.nodes: list[Node] = []
@@ -142,15 +148,19 @@ class _Lowering:
                 try:
                     value = evaluate(parse_expression(value), self.params)
                 except NetError as err:
-                    raise UsageError(f"-D {st.name}={self.overrides[st.name]}: "
+                    raise UsageError(f"{self.override_text(st.name)}: "
                                      f"{err.message}") from None
             if isinstance(value, bool) or not isinstance(value, (int, float)):
-                raise UsageError(f"param {st.name}: value must be a number, got {value!r}")
+                raise UsageError(f"{self.override_text(st.name)}: the value must be a number")
             if isinstance(value, float) and not (value == value and abs(value) != float("inf")):
-                raise UsageError(f"param {st.name}: value must be finite, got {value!r}")
+                raise UsageError(f"{self.override_text(st.name)}: the value must be finite")
             self.params[st.name] = value
         else:
             self.params[st.name] = evaluate(st.value, self.params)
+
+    def override_text(self, name: str) -> str:
+        value = self.overrides[name]
+        return f"-D {name}={value}" if self.from_cli else f"{name}={value!r}"
 
     def input_line(self, st, top: bool) -> None:
         if not top:

@@ -57,8 +57,8 @@ class CudaExecutor(Executor):
 
     def __init__(self, program: KernelProgram, source: str, dtype, ntk: bool = True):
         if not cuda_usable():
-            raise InfinetError("--backend cuda: no usable CUDA GPU (needs CuPy: pip install "
-                               "'infinet[cuda]', a driver and a device)")
+            raise InfinetError("the cuda backend needs a usable CUDA GPU (CuPy: pip install "
+                               "'infinet[cuda]', a driver and a device); none is usable here")
         super().__init__(program.plan, dtype, ntk)
         import cupy
         self.cp = cupy
