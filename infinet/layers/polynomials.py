@@ -153,7 +153,7 @@ class RectifiedMonomial(Elementwise):
     options = (WholeUpTo("degree", 2, "the power n of max(x, 0)^n", minimum=0,
                          maximum=MAX_DEGREE),)
     summary = "max(x, 0)^degree (the arc-cosine kernel of that degree)"
-    examples = ("degree=2", "degree=0", "degree=3")
+    examples = ("degree=0", "degree=1", "degree=3")
     transcendentals_per_entry = 2
 
     @property

@@ -8,6 +8,7 @@ gelu (NT Gelu, l.181-235): with p = v v', δ² = (1+v)(1+v') − Σ² = 1 + v + 
     ang = atan2(Σ, δ):
     Σ' = Σ/4 + ((Σ² + p δ²)/((1+v)(1+v') δ) + Σ·ang)/(2π)
     Σ̇ = 1/4 + ang/(2π) + Σ/(2π δ)·(1/δ² + (1 − p)/((1+v)(1+v')) + 1)
+    evaluated as (Σ/(1+v))·(Σ/(1+v'))/δ + (v/(1+v))·(v'/(1+v'))·δ: no v⁴ to overflow.
 sin a b c (NT Sin, l.268-290), a·sin(b·x + c): with E± = exp(−b²(m ± Σ)) and
     D = E₋ − E₊ = sign(Σ)·exp(b²(|Σ| − m))·(−expm1(−2b²|Σ|))   (no cancellation, no overflow)
     Σ' = a²/2·(E₋ − E₊ cos 2c) = a²/2·D + a²·E₊·sin²c
@@ -43,14 +44,17 @@ class Gelu(Elementwise):
 
     def entry(self, m, K, v1, v2):
         one = m.const(1)
-        p = v1 * v2
-        d2 = one + v1 + v2 + m.max0(p - K * K)        # (1+v)(1+v') − Σ², no cancellation
+        d2 = one + v1 + v2 + m.max0(v1 * v2 - K * K)   # (1+v)(1+v') − Σ², no cancellation
         delta = m.sqrt(d2)
-        pp1 = (one + v1) * (one + v2)
+        w1, w2 = one + v1, one + v2
+        ratio = (v1 / w1) * (v2 / w2)                  # p/((1+v)(1+v')), no overflow
+        inv = one / (w1 * w2)
         ang = m.atan2(K, delta)
         inv2pi = m.const(1 / (2 * math.pi))
-        new = ((K * K + p * d2) / (pp1 * delta) + K * ang) * inv2pi + m.const(0.25) * K
-        dot = (K / delta * inv2pi * (one / d2 + (one - p) / pp1 + one)
+        # (Σ² + p δ²)/((1+v)(1+v') δ) = (Σ/(1+v))(Σ/(1+v'))/δ + ratio·δ
+        new = ((K / w1) * (K / w2) / delta + ratio * delta + K * ang) * inv2pi \
+            + m.const(0.25) * K
+        dot = (K / delta * inv2pi * (one / d2 + inv - ratio + one)
                + m.const(0.25) + ang * inv2pi)
         return new, dot
 
