@@ -86,6 +86,9 @@ ACTIVATION_CASES = {
     "act_seq_residual": "input 10x2\nconv 3 W=1.1\nresidual { gelu; conv 3 W=0.7 }\n"
                         "elementwise fn=\"exp(-x^2)*cos(x) + erf(x)\" deg=8\nconv 3\n"
                         "monomial\ngap\ndense W=0.5\nsign\ndense\n",
+    # the largest quadrature degree: weights far below float's range (1e-163)
+    "act_mlp_deg200": "input 4\ndense W=0.8\nelementwise fn=\"sin(x) + 0.1*x^2\" deg=200\n"
+                      "dense\n",
     "act_mlp_all": "input 6\n" + "".join(
         f"dense W=1.1 b=0.1\n{act}\n" for act in (
             "gelu", "sin a=1.2 b=0.8 c=0.3", "cos", "rbf gamma=0.3", "exp a=0.5 b=0.5",

@@ -1,8 +1,9 @@
 """Hypothesis strategies: random valid `.net` sources over the whole language.
 
 Layers are drawn from the layer registry (infinet.layers), so a new layer kind is
-property-tested the day it is added: every elementwise kind with its defaults and each
-of its ``examples`` option settings, and every window kind
+property-tested the day it is added: every elementwise kind with its defaults (where it
+builds without options; `elementwise` and `polynomial` need theirs) and each of its
+``examples`` option settings, and every window kind
 (conv, pooling) with its own padding choices.  `networks()` draws a small architecture
 — flat, sequence, image or volume input; convs and pools of any size, padding and
 stride; every activation; residual and sum blocks; dense layers, fixed flags, biases;

@@ -6,9 +6,9 @@ every operation, in order, as one C statement (single assignment, ``const real e
 formula — the same operations in the same order, each rounded to ``real``.  Constants
 are literals that read back as the exact double the formula computed.  A function the
 printer does not know is an error naming it.  A :meth:`~CPrinter.quadrature` becomes one
-``for`` loop over a ``static constexpr`` table of its nodes and weights (declared at the
-top of the function, once per distinct table), its body printed once inside the loop and
-its sums accumulated in the order NumPy adds them.
+``for`` loop over a ``static constexpr double`` table of its nodes and weights (declared at
+the top of the function, once per distinct table; each read rounded to ``real``), its body
+printed once inside the loop and its sums accumulated in the order NumPy adds them.
 
 The target prelude (templates/math.j2) defines ``inf_<name>`` for float and double.
 """
@@ -115,7 +115,9 @@ class CPrinter:
             self.tables[key] = name
             n = len(key[0])
             for suffix, values in (("x", key[0]), ("w", key[1])):
-                self.table_lines.append(f"static constexpr real {name}_{suffix}[{n}] = {{"
+                # double (a weight may lie below float's range, which NVRTC refuses in a
+                # constexpr float); each read rounds it to real, as NumpyMath.const does
+                self.table_lines.append(f"static constexpr double {name}_{suffix}[{n}] = {{"
                                         f"{', '.join(lit(v) for v in values)}}};")
         return self.tables[key]
 
@@ -127,7 +129,7 @@ class CPrinter:
         q = f"q{self.loops}"
         self.loops += 1
         outer, self.lines = self.lines, []
-        out = body(self.emit(f"{table}_x[{q}]"))
+        out = body(self.emit(f"(real){table}_x[{q}]"))
         terms = [self.value(t) for t in (out if isinstance(out, tuple) else (out,))]
         inner, self.lines = self.lines, outer
         accs = []
@@ -137,7 +139,11 @@ class CPrinter:
         self.lines.append("real " + ", ".join(f"{a} = (real)0" for a in accs) + ";")
         self.lines.append(f"for (int {q} = 0; {q} < {len(points)}; ++{q}) {{")
         self.lines += [f"    {ln}" for ln in inner]
-        self.lines += [f"    {a} = {a} + {table}_w[{q}] * {t.text};" for a, t in zip(accs, terms)]
+        if terms:
+            self.lines.append(f"    const real e{self.count} = (real){table}_w[{q}];")
+            weight = f"e{self.count}"
+            self.count += 1
+        self.lines += [f"    {a} = {a} + {weight} * {t.text};" for a, t in zip(accs, terms)]
         self.lines.append("}")
         values = tuple(CValue(self, a) for a in accs)
         return values if isinstance(out, tuple) else values[0]

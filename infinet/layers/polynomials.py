@@ -51,35 +51,28 @@ def wick_coefficients(n: int) -> dict[int, int]:
 def homogeneous(m, coeffs: dict[int, float], K, p, degree: int):
     """Σ_j coeffs[j]·K^j·p^{(degree − j)/2} (degree − j even), by Horner's rule in K² and p.
 
-    Grouped as K^{degree mod 2}·Σ_i c_{degree−2i}·(K²)^{N−i}·p^i with N = degree // 2, so
-    each step multiplies the running sum by K² and adds the next coefficient times p^i.
+    Grouped as K^{degree mod 2}·Σ_i c_{degree−2i}·(K²)^{N−i}·p^i with N = degree // 2: from
+    the highest power of K down, the running sum is multiplied by K² and the next
+    coefficient times p^i added.
     """
-    terms = [(degree - 2 * i, i) for i in range(degree // 2 + 1)]
-    terms = [(j, i) for j, i in terms if coeffs.get(j, 0)]
+    terms = [(degree - 2 * i, i) for i in range(degree // 2 + 1) if coeffs.get(degree - 2 * i, 0)]
     if not terms:
         return m.const(0)
     K2 = K * K
-    acc = None
-    p_pow, have = None, 0
+    acc, p_pow, have, last = None, None, 0, None
     for j, i in terms:              # descending powers of K, ascending powers of p
         if acc is not None:
-            for _ in range((prev_j - j) // 2):
+            for _ in range((last - j) // 2):
                 acc = acc * K2
-        coef = m.const(float(coeffs[j]))
-        if i:
-            while have < i:
-                p_pow = p if p_pow is None else p_pow * p
-                have += 1
-            term = coef * p_pow
-        else:
-            term = coef
+        while have < i:
+            p_pow = p if p_pow is None else p_pow * p
+            have += 1
+        term = m.const(float(coeffs[j])) * p_pow if i else m.const(float(coeffs[j]))
         acc = term if acc is None else acc + term
-        prev_j = j
-    for _ in range(prev_j // 2):    # the remaining (K²)^{j_last/2}
+        last = j
+    for _ in range(last // 2):      # the lowest power's remaining (K²)^{j/2}
         acc = acc * K2
-    if degree % 2:
-        acc = acc * K
-    return acc
+    return acc * K if degree % 2 else acc
 
 
 @dataclass(frozen=True)
