@@ -109,10 +109,23 @@ def test_generated_code_is_one_loop_nest_whatever_the_degree():
         fn = src[src.index("// elementwise"):]
         fn = fn[:fn.index("\n}\n")]
         assert fn.count("for (int q") == 2 and fn.count("inf_tanh(") == 2
-        assert f"inf_q0_x[{deg}]" in fn and "inf_q1" not in fn     # one table, read twice
-        sources[deg] = [ln for ln in fn.splitlines() if "inf_q0_x[" not in ln
-                        and "inf_q0_w[" not in ln.split("=")[0] and "deg=" not in ln]
+        tables = [ln for ln in fn.splitlines() if "static constexpr double" in ln]
+        assert len(tables) == 2 and all(f"[{deg}] = {{" in ln for ln in tables)  # read twice
+        sources[deg] = [ln for ln in fn.splitlines() if ln not in tables and "deg=" not in ln]
     assert len(sources[7]) == len(sources[120])
+
+
+def test_tables_are_named_by_their_content():
+    """Function-scope statics of inline functions can be one symbol per process (GCC's
+    STB_GNU_UNIQUE: the CUDA host emulation loads many modules into one process), so a
+    table's name must say what it holds: two nets with different degrees in functions of
+    the same name must not share one."""
+    def names(deg):
+        src = infinet.compile(f'input 3\ndense\nelementwise fn="sin(x)" deg={deg}\n'
+                              'dense\n').cuda_source
+        return {w for w in src.replace("[", " ").split() if w.startswith("inf_q")}
+    assert names(8) == names(8)
+    assert not names(8) & names(12)
 
 
 def _mlp(act):

@@ -14,6 +14,7 @@ The target prelude (templates/math.j2) defines ``inf_<name>`` for float and doub
 """
 from __future__ import annotations
 
+import hashlib
 import math
 from dataclasses import dataclass
 
@@ -111,7 +112,11 @@ class CPrinter:
         """The name of a static table of nodes and weights (``NAME_x``, ``NAME_w``)."""
         key = (tuple(float(x) for x in points), tuple(float(w) for w in weights))
         if key not in self.tables:
-            name = f"inf_q{len(self.tables)}"
+            # named by its content: a function-scope static of an inline function is one
+            # symbol per process on some toolchains (GCC's STB_GNU_UNIQUE, across modules
+            # loaded into one host process), so equal names must mean equal tables
+            digest = hashlib.sha256(repr(key).encode()).hexdigest()[:12]
+            name = f"inf_q{len(key[0])}_{digest}"
             self.tables[key] = name
             n = len(key[0])
             for suffix, values in (("x", key[0]), ("w", key[1])):
