@@ -1,7 +1,7 @@
 """Any activation as an expression: ``elementwise fn="x * tanh(x)" deg=25``.
 
 The kernel is neural-tangents' ElementwiseNumerical(fn, deg) (stax/elementwise.py
-l.1129-1232): Gauss–Hermite quadrature of degree ``deg`` (nodes x_i, weights w_i of
+l.1134-1247): Gauss–Hermite quadrature of degree ``deg`` (nodes x_i, weights w_i of
 ∫ e^{−t²} g(t) dt) over the bivariate Gaussian of (u, u′), written through the Cholesky
 factor of its covariance:
 

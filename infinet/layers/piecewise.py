@@ -1,8 +1,8 @@
 """Piecewise activations: abs (the relu family's a = −1, b = 1) and sign.
 
-abs (NT Abs = ABRelu(−1, 1), stax/elementwise.py l.507-517): the ABRelu formula of
+abs (NT Abs = ABRelu(−1, 1), stax/elementwise.py l.507-518): the ABRelu formula of
     activations.py with a = −1, b = 1.
-sign (NT Sign, l.520-546): with s = √(v v' − Σ²), θ = atan2(s, Σ),
+sign (NT Sign, l.521-548): with s = √(v v' − Σ²), θ = atan2(s, Σ),
     Σ' = 1 − 2θ/π = (2/π)·arcsin(Σ/√(v v')),   Σ' = 0 where s = Σ = 0 (v = 0: sign(0) = 0),
     Σ̇ = 0: sign is flat wherever it has a derivative, so Θ' = 0 (NT's value).
     On the self pass θ = 0 exactly, so v' = 1 (0 where v = 0), NT's diagonal map.

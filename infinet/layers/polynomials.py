@@ -2,12 +2,12 @@
 
 Below p = v v', s = √(p − Σ²), θ = atan2(s, Σ) (π/2 where s = Σ = 0), ρ = cos θ.
 
-monomial degree=n (NT Monomial, stax/elementwise.py l.728-803; NT stops at n = 5), x^n:
+monomial degree=n (NT Monomial, stax/elementwise.py l.754-838; NT stops at n = 5), x^n:
     by Isserlis' theorem (pair the n copies of u and of u' in every way: j cross pairs),
         E[u^n u'^n] = Σ_{j ≡ n mod 2} C(n, j)² j! ((n − j − 1)!!)² Σ^j p^{(n−j)/2}
     (n = 2: 2Σ² + p; n = 3: 6Σ³ + 9Σp: NT's table), Σ̇ = n² E[u^{n−1} u'^{n−1}];
     all terms have the sign of Σ^n: no cancellation.  On the self pass (2n − 1)!! v^n.
-rectified_monomial degree=n (NT RectifiedMonomial, l.806-883), max(x, 0)^n: the arc-cosine
+rectified_monomial degree=n (NT RectifiedMonomial, l.841-923), max(x, 0)^n: the arc-cosine
     kernel of degree n (Cho & Saul 2009),
         Σ' = p^{n/2} J_n(θ)/(2π),   J_n(θ) = (−1)^n sin^{2n+1}θ (1/sinθ · ∂/∂θ)^n ((π − θ)/sinθ).
     With ∂/∂ρ = −(1/sin θ) ∂/∂θ, J_n = P_n(ρ)(π − θ) + Q_n(ρ) sin θ for polynomials
@@ -19,7 +19,7 @@ rectified_monomial degree=n (NT RectifiedMonomial, l.806-883), max(x, 0)^n: the 
     Σ̇ = n² × the same for n − 1 (max(x,0)^n has derivative n·max(x,0)^{n−1}); 0 for n = 0.
     On the self pass s = θ = 0: Σ' = P_n(1)·v^n/2 = (2n − 1)!!·v^n/2 — where NT's own
     general path divides 0 by 0 (sin θ = 0) and returns NaN for K(x, x) and everything after.
-polynomial coef=[c_0, …, c_n] (NT Polynomial, l.886-979), Σ_k c_k x^k: by the Hermite
+polynomial coef=[c_0, …, c_n] (NT Polynomial, l.926-1021), Σ_k c_k x^k: by the Hermite
     expansion of f(√v z) (Mehler's formula),
         Σ' = Σ_l R_l(v) R_l(v') Σ^l / l!,   R_l(v) = Σ_i c_{2i+l} (2i + l)!/(2^i i!) v^i,
         Σ̇ = Σ_{l≥1} R_l(v) R_l(v') Σ^{l−1}/(l − 1)!

@@ -4,25 +4,25 @@ Each maps (Σ, v, v') to (Σ', Σ̇) as neural-tangents 0.6.5 does (stax/element
 line numbers below are of that file), written so that the self pass (Σ = v = v') is exact
 or stable there and nothing overflows where the exact value is finite.  m = (v + v')/2.
 
-gelu (NT Gelu, l.181-235): with p = v v', δ² = (1+v)(1+v') − Σ² = 1 + v + v' + (p − Σ²),
+gelu (NT Gelu, l.197-274): with p = v v', δ² = (1+v)(1+v') − Σ² = 1 + v + v' + (p − Σ²),
     ang = atan2(Σ, δ):
     Σ' = Σ/4 + ((Σ² + p δ²)/((1+v)(1+v') δ) + Σ·ang)/(2π)
     Σ̇ = 1/4 + ang/(2π) + Σ/(2π δ)·(1/δ² + (1 − p)/((1+v)(1+v')) + 1)
     evaluated as (Σ/(1+v))·(Σ/(1+v'))/δ + (v/(1+v))·(v'/(1+v'))·δ: no v⁴ to overflow.
-sin a b c (NT Sin, l.268-290), a·sin(b·x + c): with E± = exp(−b²(m ± Σ)) and
+sin a b c (NT Sin, l.277-328), a·sin(b·x + c): with E± = exp(−b²(m ± Σ)) and
     D = E₋ − E₊ = sign(Σ)·exp(b²(|Σ| − m))·(−expm1(−2b²|Σ|))   (no cancellation, no overflow)
     Σ' = a²/2·(E₋ − E₊ cos 2c) = a²/2·D + a²·E₊·sin²c
     Σ̇ = a²b²/2·(E₋ + E₊ cos 2c) = a²b²/2·(D + 2 E₊ cos²c)
-cos a b c (NT Cos = Sin(a, b, c + π/2), l.298-314): sin with sin²c and cos²c exchanged.
-rbf gamma (NT Rbf, l.345-362):  Σ' = exp(−γ((v − Σ) + (v' − Σ))),  Σ̇ = 2γ Σ'.
-exp a b (NT Exp, l.569-580), a·exp(b·x):  Σ' = a² exp(b²(m + Σ)) = exp(b²(m + Σ) + ln a²)
+cos a b c (NT Cos = Sin(a, b, c + π/2), l.331-347): sin with sin²c and cos²c exchanged.
+rbf gamma (NT Rbf, l.350-402):  Σ' = exp(−γ((v − Σ) + (v' − Σ))),  Σ̇ = 2γ Σ'.
+exp a b (NT Exp, l.551-592), a·exp(b·x):  Σ' = a² exp(b²(m + Σ)) = exp(b²(m + Σ) + ln a²)
     (finite wherever a²·exp(…) is),  Σ̇ = b² Σ'.
-gaussian a b (NT Gaussian, l.617-637), a·exp(b·x²): with
+gaussian a b (NT Gaussian, l.595-649), a·exp(b·x²): with
     det = (1 − 2bv)(1 − 2bv') − 4b²Σ² = 1 − 2b(v + v') + 4b²(p − Σ²),
     Σ' = a²/√det,  Σ̇ = 4a²b²Σ/det^{3/2}.  For b > 0 the expectation is infinite unless
     1 − 2bv > 0, 1 − 2bv' > 0 and det > 0 (NT returns a finite wrong value where only
     det > 0); there Σ' = +∞ and the run stops with a numerical error.
-sigmoid_like (NT Sigmoid_like = Erf(a=1/2, b=1/2.4020563531719796, c=1/2), l.115-128):
+sigmoid_like (NT Sigmoid_like = Erf(a=1/2, b=1/2.4020563531719796, c=1/2), l.117-130; Erf l.49-114):
     0.5·erf(β x) + 0.5, with B = β²,
     r = √(1 + 2Bv + 2Bv' + 4B²(p − Σ²)),  Σ' = (1/4)(2/π) atan2(2BΣ, r) + 1/4,
     Σ̇ = (1/4)·B·(4/π)/r.
