@@ -7,7 +7,8 @@ t (zero rows in the padding, wrapped for circular; the Kronecker product of per-
 tap matrices); an avgpool is A Σ Aᵀ with A the window-averaging matrix; gap is the mean
 of all entries, flatten the mean of the diagonal; a sum of branches adds their
 matrices.  Activations use the textbook forms (arccos of the clipped correlation for
-the relu family, arcsin for erf), not the executor's formulas.  Nothing is shared with
+the relu family, arcsin for erf; brute_activations.py for the others), not the
+executor's formulas.  Nothing is shared with
 infinet's executor except the constants the plan's layers carry and the output-size
 rule (conv_geometry); a layer kind it does not know is an error.
 """
@@ -19,6 +20,8 @@ import math
 import numpy as np
 
 from infinet.layers import conv_geometry
+
+import brute_activations
 
 
 def _axis_tap_matrix(n_in: int, q: int, stride: int, pad: str, tap: int) -> np.ndarray:
@@ -61,6 +64,9 @@ ACTIVATIONS = {
     "leaky_relu": lambda K, v1, v2, L: relu_like(K, v1, v2, L.a, 1.0),
     "erf": lambda K, v1, v2, L: erf_kernel(K, v1, v2),
     "identity": lambda K, v1, v2, L: (K, 1.0),
+    # gelu, sin, cos, rbf, exp, gaussian, sign, abs, monomial, rectified_monomial,
+    # polynomial, sigmoid_like, elementwise: brute_activations.py
+    **brute_activations.ACTIVATIONS,
 }
 
 

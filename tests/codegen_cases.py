@@ -5,7 +5,8 @@ and the graph and input-rank cases.
 of ref_more.npz, examples/*.net with small sizes (32x32 inputs shrunk to 8x8 or 16x16,
 depths cut) so the NumPy reference stays fast, and ``GRAPH_CASES``: residual and sum
 blocks (fused on chip, with projection shortcuts, with pooling inside a branch, two
-readouts), sequences and volumes.
+readouts), sequences and volumes; and ``ACTIVATION_CASES``: every activation of issue 10
+in CNNs, a sequence net and an MLP.
 """
 from __future__ import annotations
 
@@ -67,11 +68,45 @@ GRAPH_CASES = {
                     "flatten\ndense\n",
 }
 
+# the activations of issue 10, CNN and MLP, fused in plane-local stages and in tails
+ACTIVATION_CASES = {
+    "act_cnn_smooth": "input 6x6x2\nconv 3x3 W=1.2 b=0.1\ngelu\nconv 3x3 W=1.1\nsin a=1.2 b=0.8 "
+                      "c=0.3\nconv 3x3 b=0.2\nrbf gamma=0.5\ngap\ndense\n",
+    "act_cnn_exp": "input 5x5x3\nconv 3x3 W=0.9\nexp a=0.7 b=0.6\nconv 3x3 pad=valid\n"
+                   "gaussian a=1.3 b=-0.4\nconv 2x2 pad=circular W=1.3\ncos b=0.7 c=0.2\n"
+                   "conv 1x1\nsigmoid_like\nflatten\ndense\n",
+    "act_cnn_poly": "input 6x5x2\nconv 3x3\nmonomial degree=2\nconv 3x3 stride=2 W=0.8\n"
+                    "polynomial coef=[0.1, 1, 0.5]\nconv 1x1\nrectified_monomial degree=3\n"
+                    "gap\ndense\n",
+    "act_cnn_piecewise": "input 6x6x2\nconv 3x3\nsign\nconv 3x3 W=1.5 b=0.1\nabs\navgpool 2x2\n"
+                         "conv 3x3\nrectified_monomial degree=0\nflatten\ndense\n",
+    "act_cnn_quadrature": "input 5x5x2\nconv 3x3\nelementwise fn=\"x * tanh(x)\" deg=12\n"
+                          "conv 3x3 W=1.2\nelementwise fn=\"softplus(x) - sigmoid(2*x) + "
+                          "abs(x)/4 + max(x, 0.2) + x^3/9\" deg=9\ngap\ndense\n",
+    "act_seq_residual": "input 10x2\nconv 3 W=1.1\nresidual { gelu; conv 3 W=0.7 }\n"
+                        "elementwise fn=\"exp(-x^2)*cos(x) + erf(x)\" deg=8\nconv 3\n"
+                        "monomial\ngap\ndense W=0.5\nsign\ndense\n",
+    # the largest quadrature degree: weights far below float's range (1e-163)
+    "act_mlp_deg200": "input 4\ndense W=0.8\nelementwise fn=\"sin(x) + 0.1*x^2\" deg=200\n"
+                      "dense\n",
+    # (sign first: at the correlations near 1 of a deep net its arcsine is ill-conditioned)
+    "act_mlp_smooth": "input 6\n" + "".join(
+        f"dense W=1.1 b=0.1\n{act}\n" for act in (
+            "sign", "gelu", "sin a=1.2 b=0.8 c=0.3", "cos", "rbf gamma=0.3", "exp a=0.5 b=0.5",
+            "gaussian a=1.3 b=-0.4")) + "dense\n",
+    "act_mlp_polynomial": "input 6\n" + "".join(
+        f"dense W=1.1 b=0.1\n{act}\n" for act in (
+            "abs", "monomial degree=2", "rectified_monomial degree=2",
+            "polynomial coef=[0.2, -0.6, 0, 0.3]", "sigmoid_like",
+            "elementwise fn=\"x * tanh(x)\" deg=25")) + "dense\n",
+}
+
 CASES: dict[str, str] = {}
 CASES.update({f"ref_{k}": v for k, v in _ref_nets().items()})
 CASES.update({f"more_{n}": str(MORE[f"{n}__net"]) for n in MORE["names"]})
 CASES.update(_examples())
 CASES.update(GRAPH_CASES)
+CASES.update(ACTIVATION_CASES)
 
 
 def inputs(plan, seed: int, n1: int = 4, n2: int = 3):

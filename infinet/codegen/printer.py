@@ -5,12 +5,16 @@ every operation, in order, as one C statement (single assignment, ``const real e
 …;``), so the printed function does exactly what NumPy does when it evaluates the same
 formula — the same operations in the same order, each rounded to ``real``.  Constants
 are literals that read back as the exact double the formula computed.  A function the
-printer does not know is an error naming it.
+printer does not know is an error naming it.  A :meth:`~CPrinter.quadrature` becomes one
+``for`` loop over a ``static constexpr double`` table of its nodes and weights (declared at
+the top of the function, once per distinct table; each read rounded to ``real``), its body
+printed once inside the loop and its sums accumulated in the order NumPy adds them.
 
 The target prelude (templates/math.j2) defines ``inf_<name>`` for float and double.
 """
 from __future__ import annotations
 
+import hashlib
 import math
 from dataclasses import dataclass
 
@@ -69,6 +73,10 @@ class CPrinter:
     def __init__(self):
         self.lines: list[str] = []
         self.count = 0
+        self.loops = 0
+        #: (points, weights) -> table name; their declarations, in order
+        self.tables: dict[tuple, str] = {}
+        self.table_lines: list[str] = []
         self.pi = self.const(math.pi)
 
     def emit(self, expr: str, ctype: str = "real") -> CValue:
@@ -100,6 +108,51 @@ class CPrinter:
     def min(self, a, b) -> CValue:
         return self.where(self.value(a) < b, a, b)
 
+    def table(self, points, weights) -> str:
+        """The name of a static table of nodes and weights (``NAME_x``, ``NAME_w``)."""
+        key = (tuple(float(x) for x in points), tuple(float(w) for w in weights))
+        if key not in self.tables:
+            # named by its content: a function-scope static of an inline function is one
+            # symbol per process on some toolchains (GCC's STB_GNU_UNIQUE, across modules
+            # loaded into one host process), so equal names must mean equal tables
+            digest = hashlib.sha256(repr(key).encode()).hexdigest()[:12]
+            name = f"inf_q{len(key[0])}_{digest}"
+            self.tables[key] = name
+            n = len(key[0])
+            for suffix, values in (("x", key[0]), ("w", key[1])):
+                # double (a weight may lie below float's range, which NVRTC refuses in a
+                # constexpr float); each read rounds it to real, as NumpyMath.const does
+                self.table_lines.append(f"static constexpr double {name}_{suffix}[{n}] = {{"
+                                        f"{', '.join(lit(v) for v in values)}}};")
+        return self.tables[key]
+
+    def quadrature(self, points, weights, body):
+        """Σ_k weights[k]·body(points[k]) as a loop (see NumpyMath.quadrature)."""
+        if len(points) != len(weights) or not len(points):
+            raise InfinetError("a quadrature needs as many weights as points, at least one")
+        table = self.table(points, weights)
+        q = f"q{self.loops}"
+        self.loops += 1
+        outer, self.lines = self.lines, []
+        out = body(self.emit(f"(real){table}_x[{q}]"))
+        terms = [self.value(t) for t in (out if isinstance(out, tuple) else (out,))]
+        inner, self.lines = self.lines, outer
+        accs = []
+        for _ in terms:
+            accs.append(f"e{self.count}")
+            self.count += 1
+        self.lines.append("real " + ", ".join(f"{a} = (real)0" for a in accs) + ";")
+        self.lines.append(f"for (int {q} = 0; {q} < {len(points)}; ++{q}) {{")
+        self.lines += [f"    {ln}" for ln in inner]
+        if terms:
+            self.lines.append(f"    const real e{self.count} = (real){table}_w[{q}];")
+            weight = f"e{self.count}"
+            self.count += 1
+        self.lines += [f"    {a} = {a} + {weight} * {t.text};" for a, t in zip(accs, terms)]
+        self.lines.append("}")
+        values = tuple(CValue(self, a) for a in accs)
+        return values if isinstance(out, tuple) else values[0]
+
     def call(self, name: str, *args) -> CValue:
         if name not in FUNCTIONS:
             raise InfinetError(f"the C printer has no function '{name}'")
@@ -125,17 +178,20 @@ class ElementwiseFunction:
     factor: str | None          # the Θ factor's variable (None: Θ unchanged)
     uses_v: bool
     layer_text: str
+    #: static tables of constants the body reads (quadrature nodes and weights)
+    tables: tuple[str, ...] = ()
 
     @property
     def body_key(self) -> str:
         """Functions with the same text are printed once."""
-        return "\n".join(self.body) + f"\nreturn {self.returns}; dot {self.factor}"
+        return "\n".join(self.tables + self.body) + \
+            f"\nreturn {self.returns}; dot {self.factor}"
 
     def definition(self) -> str:
         params = "real K, real v1, real v2" + (", real& dot" if self.factor else "")
         lines = [f"// {self.layer_text}", "template <typename real>",
                  f"INF_FN real {self.name}({params})", "{", "    (void)v1; (void)v2;"]
-        lines += [f"    {ln}" for ln in self.body]
+        lines += [f"    {ln}" for ln in self.tables + self.body]
         if self.factor:
             lines.append(f"    dot = {self.factor};")
         lines += [f"    return {self.returns};", "}"]
@@ -152,4 +208,5 @@ def print_elementwise(layer, name: str) -> ElementwiseFunction:
     return ElementwiseFunction(name, tuple(p.lines), new.text,
                                None if factor is None else factor.text,
                                layer.variance_stat is not None,
-                               f"{layer.describe()} (line {layer.pos.line})")
+                               f"{layer.describe()} (line {layer.pos.line})",
+                               tuple(p.table_lines))

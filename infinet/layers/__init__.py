@@ -12,14 +12,20 @@ from .affine import Conv, Dense
 from .base import (MAX_SPATIAL_AXES, Demand, Elementwise, Layer, LayerCost, Shape, StateInfo,
                    conv_geometry)
 from .blocks import BLOCKS, Branch, Sum
+from .expression import ElementwiseExpression
 from .inputs import Input
 from .normalization import LayerNorm
+from .piecewise import Abs, Sign
+from .polynomials import Monomial, Polynomial, RectifiedMonomial
 from .pooling import AvgPool, Flatten, GlobalAvgPool, Readout, SumPool
+from .smooth import Cos, Exp, Gaussian, Gelu, Rbf, SigmoidLike, Sin
 
 #: the layer kinds a `.net` file can write, in the order the docs list them
 _KINDS: tuple[type[Layer], ...] = (
-    Dense, Conv, Relu, Erf, ABRelu, LeakyRelu, Identity, LayerNorm, AvgPool, SumPool,
-    GlobalAvgPool, Flatten,
+    Dense, Conv, Relu, Erf, ABRelu, LeakyRelu, Identity,
+    Gelu, Sin, Cos, Rbf, Exp, Gaussian, Sign, Abs, Monomial, RectifiedMonomial, Polynomial,
+    SigmoidLike, ElementwiseExpression,
+    LayerNorm, AvgPool, SumPool, GlobalAvgPool, Flatten,
 )
 
 LAYERS: dict[str, type[Layer]] = {cls.keyword: cls for cls in _KINDS}
@@ -30,7 +36,9 @@ def elementwise_kinds() -> list[type[Elementwise]]:
     return [cls for cls in _KINDS if issubclass(cls, Elementwise)]
 
 
-__all__ = ["ABRelu", "AvgPool", "BLOCKS", "Branch", "Conv", "Demand", "Dense", "Elementwise",
-           "Erf", "Flatten", "GlobalAvgPool", "Identity", "Input", "LAYERS", "Layer",
-           "LayerCost", "LayerNorm", "LeakyRelu", "SumPool", "MAX_SPATIAL_AXES", "Readout", "Relu", "Shape",
-           "StateInfo", "Sum", "conv_geometry", "elementwise_kinds"]
+__all__ = ["ABRelu", "Abs", "AvgPool", "BLOCKS", "Branch", "Conv", "Cos", "Demand", "Dense",
+           "Elementwise", "ElementwiseExpression", "Erf", "Exp", "Flatten", "Gaussian", "Gelu",
+           "GlobalAvgPool", "Identity", "Input", "LAYERS", "Layer", "LayerCost", "LayerNorm",
+           "LeakyRelu", "MAX_SPATIAL_AXES", "Monomial", "Polynomial", "Rbf", "Readout",
+           "RectifiedMonomial", "Relu", "Shape", "SigmoidLike", "Sign", "Sin", "StateInfo",
+           "Sum", "SumPool", "conv_geometry", "elementwise_kinds"]

@@ -236,6 +236,87 @@ class Choice(Option):
         return f"{self.name}={value}"
 
 
+@dataclass(frozen=True)
+class Scale(Option):
+    """A real number whose square is finite (``a``, ``b`` of ``a·f(b·x)``), at least
+    ``minimum`` where one is given."""
+
+    minimum: Optional[float] = None
+
+    def read(self, value, ctx):
+        x = float(ctx.number(value))
+        if self.minimum is not None and x < self.minimum:
+            raise NetError(f"{self.name} must be at least {self.minimum:g}, got {x:g}", value.pos)
+        if not math.isfinite(x * x):
+            raise NetError(f"{self.name}={x:g} is too large: its square overflows a double",
+                           value.pos)
+        return x
+
+
+@dataclass(frozen=True)
+class WholeUpTo(Whole):
+    """A whole number from ``minimum`` to ``maximum``."""
+
+    maximum: int = 0
+
+    def read(self, value, ctx):
+        n = super().read(value, ctx)
+        if n > self.maximum:
+            raise NetError(f"a {self.name} must be at most {self.maximum}, got {n}", value.pos)
+        return n
+
+
+@dataclass(frozen=True)
+class RealList(Option):
+    """A bracketed list of real numbers (``coef=[0.1, 1, 0.5]``), read as a tuple."""
+
+    min_items: int = 1
+    max_items: int = 64
+
+    def read(self, value, ctx):
+        items = getattr(value, "items", None)
+        if items is None:
+            raise NetError(f"{self.name} must be a list of numbers, e.g. {self.name}=[0.1, 1, 0.5]",
+                           value.pos)
+        if not self.min_items <= len(items) <= self.max_items:
+            raise NetError(f"{self.name} takes {self.min_items} to {self.max_items} numbers, "
+                           f"got {len(items)}", value.pos)
+        out = []
+        for item in items:
+            x = float(ctx.number(item))
+            if not math.isfinite(x):
+                raise NetError(f"{self.name}: {x:g} is not a finite number", item.pos)
+            out.append(x)
+        return tuple(out)
+
+
+@dataclass(frozen=True)
+class Text(Option):
+    """A quoted string (``fn="x * tanh(x)"``).
+
+    ``read`` hands the text to :meth:`convert` with ``at(i)``, the source position of the
+    text's i-th character, so a subclass that parses the text reports its errors at the
+    character responsible.  The base class keeps the text as it is.
+    """
+
+    def read(self, value, ctx):
+        text = getattr(value, "value", None)
+        if not isinstance(text, str):
+            raise NetError(f'{self.name} must be a quoted string, e.g. {self.name}="..."',
+                           value.pos)
+        pos = value.pos
+
+        def at(i: int) -> SourcePos:
+            return SourcePos(pos.filename, pos.line, pos.column + 1 + i, pos.source_line)
+        return self.convert(text, at, ctx)
+
+    def convert(self, text: str, at, ctx):
+        return text
+
+    def show(self, value) -> str:
+        return f'{self.name}="{value}"'
+
+
 def _fmt(x) -> str:
     if isinstance(x, float):
         return f"{x:.6g}"

@@ -17,7 +17,9 @@ Two namespaces implement it:
 
 So every backend runs the same operations by construction.  The namespace is small on
 purpose: arithmetic through the operators (``+ - * /``, unary ``-``, comparisons),
-:meth:`const`, :meth:`where`, and the functions in :data:`FUNCTIONS`.  A function a
+:meth:`const`, :meth:`where`, the functions in :data:`FUNCTIONS`, and one loop construct,
+:meth:`quadrature` (a weighted sum over a constant table of nodes, e.g. Gauss–Hermite;
+printers emit it as a loop over a static table, not as unrolled copies).  A function a
 printer does not know is an error there, never a silent fallback.
 """
 from __future__ import annotations
@@ -38,6 +40,9 @@ FUNCTIONS: dict[str, tuple[int, object]] = {
     "asin": (1, np.arcsin),
     "atan2": (2, np.arctan2),
     "erf": (1, None),      # NumPy has no erf: math.erf per element (below)
+    "expm1": (1, np.expm1),
+    "log1p": (1, np.log1p),
+    "pow": (2, np.power),
 }
 
 _erf = np.frompyfunc(math.erf, 1, 1)
@@ -67,6 +72,25 @@ class NumpyMath:
 
     def min(self, a, b):
         return self.where(a < b, a, b)
+
+    def quadrature(self, points, weights, body):
+        """Σ_k weights[k]·body(points[k]), added in the order k = 0, 1, … from zero.
+
+        ``points`` and ``weights`` are constant tables (Python floats, each rounded once to
+        the working dtype); ``body(x)`` is a formula of the node ``x`` (it may use values
+        from outside, and may itself call :meth:`quadrature`: a nested sum).  A body that
+        returns a tuple gives a tuple of sums, accumulated in the same pass.
+        """
+        if len(points) != len(weights) or not len(points):
+            raise ValueError("a quadrature needs as many weights as points, at least one")
+        acc = None
+        for x, w in zip(points, weights):
+            out = body(self.const(x))
+            terms = out if isinstance(out, tuple) else (out,)
+            if acc is None:
+                acc = [self.dt(0)] * len(terms)
+            acc = [a + self.const(w) * t for a, t in zip(acc, terms)]
+        return tuple(acc) if isinstance(out, tuple) else acc[0]
 
     def call(self, name: str, *args):
         arity, fn = FUNCTIONS[name]

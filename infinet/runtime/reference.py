@@ -317,6 +317,8 @@ class ReferenceExecutor(Executor):
             with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
                 K2, factor = layer.entry(self.math, K, a, b)
             K2 = np.asarray(K2, self.dtype)
+            if K2.shape != K.shape:   # a constant formula (monomial degree=0): a scalar
+                K2 = np.broadcast_to(K2, K.shape).copy()
             if T is not None and factor is not None:
                 T = np.asarray(factor * T, self.dtype)
             return K2, T
