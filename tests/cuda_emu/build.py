@@ -49,7 +49,10 @@ _MODE_FLAGS = {
     "asan": ["-O1", "-g", "-fsanitize=address", "-fno-omit-frame-pointer"],
     "tsan": ["-O1", "-g", "-fsanitize=thread"],
 }
-_COMMON = ["-std=c++17", "-fPIC", "-ffp-contract=off", "-fno-strict-aliasing", "-w"]
+_COMMON = ["-std=c++17", "-fPIC", "-ffp-contract=off", "-fno-strict-aliasing", "-w",
+           # function-scope statics stay private to their module (GCC would make them
+           # process-wide STB_GNU_UNIQUE symbols, shared between loaded modules)
+           "-fno-gnu-unique"]
 
 
 class BuildError(Exception):
