@@ -388,3 +388,33 @@ def test_processes_without_dask_cuda_or_without_gpus(monkeypatch, capsys):
     assert cluster.local_cluster_options(2, "auto")[0] is distributed.LocalCluster
     with pytest.raises(UsageError, match="--workers 0: must be at least 1"):
         cluster.local_cluster_options(0)
+
+
+# -- the README's example ------------------------------------------------------------------------
+
+def test_the_readme_cluster_example_runs(client, tmp_path, monkeypatch, capsys):
+    import re
+    text = (ROOT / "README.md").read_text()
+    blocks = re.findall(r"^```py\n(.*?)^```$", text, re.S | re.M)
+    assert len(blocks) == 1 and "cluster.evaluate(" in blocks[0]
+    code = blocks[0].replace('Client("tcp://A:8786")', f'Client("{client.scheduler.address}")')
+    code = code.replace('"examples/', f'"{EXAMPLES}/')
+    monkeypatch.chdir(tmp_path)
+    scope: dict = {}
+    exec(compile(code, "README.md", "exec"), scope)
+    scope["client"].close()
+    printed = capsys.readouterr().out
+    assert re.fullmatch(r"accuracy 0\.\d{3}\n", printed), printed
+    k, train, test = scope["k"], scope["train"], scope["test"]
+    accuracy = float(np.mean(scope["classify"](scope["tr"].ntk, scope["te"].ntk, train.y,
+                                               test.y).labels == test.y))
+    backend = zarr.open_group("K.zarr/train", mode="r").attrs["infinet"]["identity"]["backend"]
+    assert np.array_equal(scope["tr"].ntk, k(train.x, backend=backend).ntk)
+    assert 0.7 < accuracy <= 1.0
+    from infinet.cli import main                       # classify reads what the example wrote
+    assert main(["classify", str(EXAMPLES / "digits_cntk_gap.net"), "-D", "depth=3", "--train",
+                 "digits:train[:60]", "--test", "digits:test[:30]", "--backend", backend,
+                 "--kernels", "K.zarr"]) == 0
+    cap = capsys.readouterr()
+    assert "train kernel: all 1,830 pairs already done" in cap.err
+    assert cap.out.strip().splitlines()[-1] == f"accuracy: {accuracy:.4f}"

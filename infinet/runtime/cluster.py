@@ -264,6 +264,10 @@ def run_tiles(client, executor, x1, x2, todo, batch: int, store, on_tile) -> Non
     spec = executor_spec(executor)
     writer = store.tile_writer() if hasattr(store, "tile_writer") else None
     run = uuid.uuid4().hex
+    threads = sum(client.nthreads().values())
+    if len(todo) < threads:
+        _notice(f"{len(todo)} tile{'s' if len(todo) != 1 else ''} to compute for {threads} "
+                f"worker threads: some stay idle (--tile N makes more, smaller tiles)")
     x1f = client.scatter(x1, broadcast=True, hash=False)
     x2f = None if x2 is None else client.scatter(x2, broadcast=True, hash=False)
     tiles = iter(todo)

@@ -586,7 +586,7 @@ def classify_root(path, what: str = "--kernels") -> None:
         if isinstance(manifest, dict):
             raise UsageError(f"{what} {loc.text}: holds a kernel of 'infinet eval', not the train "
                              f"and test kernels of 'infinet classify'; choose another store")
-        if list(group.keys()):
+        if not set(group.keys()) <= {"train", "test"}:     # (eval --out K.zarr/train made it)
             raise UsageError(f"{what} {loc.text}: a zarr group that infinet did not write; "
                              f"refusing to write into it")
     elif loc.local and [f for f in os.listdir(loc.path) if not _TEMPORARY.search(f)]:
