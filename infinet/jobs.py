@@ -47,8 +47,9 @@ def output_kind(out: str, what: str = "--out") -> str:
         if not os.path.isdir(parent):
             raise UsageError(f"{what} {out}: directory {parent} does not exist")
         return "dir"
-    raise UsageError(f"{what} {out}: expected K.npz (one file), K.zarr (a zarr store) or DIR/ "
-                     f"(a directory with memory-mappable nngp.npy, ntk.npy and a manifest)")
+    raise UsageError(f"{what} {out}: expected K.npz (one file) or DIR/ (a directory with "
+                     f"memory-mappable nngp.npy, ntk.npy and a manifest), or K.zarr (a zarr "
+                     f"store)")
 
 
 def make_progress(label: str, quiet: bool):

@@ -215,6 +215,34 @@ def test_a_different_computation_is_refused_and_foreign_data_never_touched(gap, 
         evaluate_tiled(gap, _images(N), None, out=str(tmp_path / "file.zarr"))
 
 
+def test_leftovers_of_a_killed_client_or_writer_are_cleared(gap, want, tmp_path):
+    """A probe file (a cluster client killed while checking the workers see the store) and
+    zarr's temporary files (a writer killed in mid-write) neither block nor stay."""
+    out = tmp_path / "K.zarr"
+    out.mkdir()
+    (out / (".infinet-probe-" + "a" * 32)).write_text("probe\n")
+    assert _same(evaluate_tiled(gap, _images(N), None, out=str(out), tile=TILE), want)
+    (out / "nngp" / "c" / "0" / ("1." + "b" * 32 + ".partial")).write_bytes(b"torn")
+    (out / (".infinet-probe-" + "c" * 32)).write_text("probe\n")
+    c = Counting(gap)
+    assert _same(evaluate_tiled(c, _images(N), None, out=str(out)), want) and c.pairs_done == 0
+    assert _clean(out) and not [f for f in _files(out) if "probe" in f]
+
+
+def test_the_regression_api_takes_stored_kernels(gap, want, tmp_path):
+    from infinet import regression
+    out = tmp_path / "K.zarr"
+    evaluate_tiled(gap, _images(N), None, out=str(out), tile=TILE)
+    y = np.arange(N) % 2
+    direct = classify(want.ntk[:6, :6], want.ntk[6:, :6], y[:6], y[6:])
+    stored = regression.read_kernels(str(out))          # verified NumPy arrays
+    assert type(stored.ntk) is np.ndarray and np.array_equal(stored.ntk, want.ntk)
+    lazy = zarr.open_group(str(out), mode="r")["ntk"]   # a zarr array works as it is
+    for K in (stored.ntk, lazy):
+        c = classify(K[:6, :6], K[6:, :6], y[:6], y[6:])
+        assert np.array_equal(c.labels, direct.labels)
+
+
 def test_a_store_being_written_is_locked(gap, tmp_path):
     out = tmp_path / "K.zarr"
     ident = {"net": "x"}

@@ -234,7 +234,8 @@ def prepare_store(client, store) -> None:
         return
     loc = store.location
     if loc.local:
-        probe = os.path.join(loc.path, f".infinet-probe-{uuid.uuid4().hex}")
+        from .zarrstore import PROBE
+        probe = os.path.join(loc.path, f"{PROBE}{uuid.uuid4().hex}")
         with open(probe, "w") as fh:
             fh.write("probe\n")
         try:

@@ -63,8 +63,10 @@ EMPTY = "empty"
 #: the "kind" of the root group of ``classify --kernels K.zarr`` (groups train/, test/)
 CLASSIFY = "classify"
 DIGEST_BYTES = 32
-#: zarr's own temporary files (LocalStore writes NAME.<32 hex>.partial, then renames)
-_TEMPORARY = re.compile(r"\.[0-9a-f]{32}\.partial$")
+#: zarr's own temporary files (LocalStore writes NAME.<32 hex>.partial, then renames) and
+#: the probe file a cluster run writes to see that every worker sees the store
+_TEMPORARY = re.compile(r"\.[0-9a-f]{32}\.partial$|^\.infinet-probe-[0-9a-f]{32}$")
+PROBE = ".infinet-probe-"
 
 
 def needs_zarr(what: str = "--out"):
