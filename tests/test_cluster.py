@@ -113,6 +113,20 @@ def test_tiles_on_two_workers_are_bit_identical_and_written_there(client, gap, t
         assert np.array_equal(f["nngp"], want.nngp) and np.array_equal(f["ntk"], want.ntk)
 
 
+def test_the_generated_cpu_code_on_the_workers_gives_the_same_bits(client, tmp_path):
+    from infinet.codegen import cpujit
+    if not cpujit.compiler_works():
+        pytest.skip("no working C++ compiler")
+    k = infinet.compile(GAP, depth=2)
+    x = _images(14, seed=8)
+    want = evaluate_tiled(k.executor("cpu"), x, None, tile=5)
+    r = cluster.evaluate(k, x, client=client, out=str(tmp_path / "K.zarr"), backend="cpu",
+                         tile=5)
+    assert _same(r, want)
+    m = zarr.open_group(str(tmp_path / "K.zarr"), mode="r").attrs["infinet"]
+    assert m["identity"]["backend"] == "cpu"
+
+
 def test_the_python_api_with_a_client(client, tmp_path):
     k = infinet.compile(GAP, depth=2)
     x = _images(9, seed=4)

@@ -234,9 +234,10 @@ def prepare_store(client, store) -> None:
         return
     loc = store.location
     if loc.local:
+        from .stores import io_errors
         from .zarrstore import PROBE
         probe = os.path.join(loc.path, f"{PROBE}{uuid.uuid4().hex}")
-        with open(probe, "w") as fh:
+        with io_errors(store.what, store.text, "writing a probe file"), open(probe, "w") as fh:
             fh.write("probe\n")
         try:
             seen = client.run(sees_path, probe)
