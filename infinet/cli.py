@@ -65,7 +65,7 @@ def cmd_explain(args) -> int:
 # -- eval ----------------------------------------------------------------------------------
 
 def cmd_eval(args) -> int:
-    from .runtime.backends import check_backend, check_dtype, make_executor
+    from .runtime.backends import check_backend, check_dtype
 
     plan = load_plan(args)
     dtype = check_dtype(args.dtype)
@@ -76,11 +76,12 @@ def cmd_eval(args) -> int:
     tile = jobs.parse_tile(args.tile)
     x1, d1 = jobs.load_inputs(plan, args.x1, "--x1")
     x2, d2 = (None, None) if args.x2 is None else jobs.load_inputs(plan, args.x2, "--x2")
-    executor = make_executor(plan, args.backend, dtype, pairs=_pair_count(x1, x2))
     describe = {"x1": d1.describe()} | ({} if d2 is None else {"x2": d2.describe()})
-    message = jobs.eval_to_output(executor, x1, x2, args.out, max_memory=max_memory, tile=tile,
-                                  quiet=args.quiet, describe=describe,
-                                  overwrite=args.overwrite)
+    with jobs.cluster(args) as client:     # --scheduler / --workers: tiles on a Dask cluster
+        executor = jobs.executor_for(plan, args.backend, dtype, _pair_count(x1, x2), client)
+        message = jobs.eval_to_output(executor, x1, x2, args.out, max_memory=max_memory,
+                                      tile=tile, quiet=args.quiet, describe=describe,
+                                      overwrite=args.overwrite, client=client)
     if not args.quiet:
         print(message)
     return 0
@@ -101,12 +102,13 @@ def cmd_cuda(args) -> int:
 
 def cmd_classify(args) -> int:
     from . import jobs
-    from .runtime.backends import check_dtype, make_executor
+    from .runtime.backends import check_dtype
     plan = load_plan(args)
     dtype = check_dtype(args.dtype)
     max_memory = parse_size(args.max_memory) if args.max_memory else None
-    executor = make_executor(plan, args.backend, dtype)
-    return jobs.run_classify(args, plan, executor, max_memory=max_memory)
+    with jobs.cluster(args) as client:     # --scheduler / --workers: tiles on a Dask cluster
+        executor = jobs.executor_for(plan, args.backend, dtype, client=client)
+        return jobs.run_classify(args, plan, executor, max_memory=max_memory, client=client)
 
 
 def cmd_demo(args) -> int:
@@ -119,6 +121,13 @@ def cmd_demo(args) -> int:
 def add_backend_option(p: argparse.ArgumentParser) -> None:
     p.add_argument("--backend", default="auto", help="auto (default: cuda where a GPU is usable, "
                    "else cpu, else numpy), numpy, cpu or cuda")
+
+
+def add_cluster_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--scheduler", metavar="ADDRESS", help="compute the tiles on a running Dask "
+                   "cluster (dask scheduler / dask worker), e.g. tcp://10.0.0.1:8786")
+    p.add_argument("--workers", metavar="N", help="start a local Dask cluster of N worker "
+                   "processes (one per GPU with dask-cuda) and compute the tiles there")
 
 
 def add_memory_option(p: argparse.ArgumentParser) -> None:
@@ -154,14 +163,17 @@ def build_parser() -> argparse.ArgumentParser:
                    "or [N, D] vectors): " + data_help)
     p.add_argument("--x2", metavar="DATA", help="second inputs [N2, ...] (default: x1; then only "
                    "the upper triangle is computed)")
-    p.add_argument("--out", required=True, metavar="K.npz|DIR/", help="K.npz: one file with "
-                   "arrays nngp, ntk; DIR/: memory-mappable nngp.npy, ntk.npy and a manifest. "
-                   "Either way a killed run resumes when the same command is run again")
+    p.add_argument("--out", required=True, metavar="K.npz|K.zarr|DIR/", help="K.npz: one file "
+                   "with arrays nngp, ntk; K.zarr: a zarr group (a chunk per tile; a path every "
+                   "worker sees, or an object store URL); DIR/: memory-mappable nngp.npy, ntk.npy "
+                   "and a manifest. Any of them: a killed run resumes when the same command is "
+                   "run again")
     p.add_argument("--tile", metavar="N", help="tile side in inputs (default: sized from "
                    "--max-memory and the net's cost)")
     p.add_argument("--dtype", default="float64", help="float64 (default) or float32")
     add_backend_option(p)
     add_memory_option(p)
+    add_cluster_options(p)
     p.add_argument("--overwrite", action="store_true", help="replace an --out that holds the "
                    "results of a different computation (without it such an output is refused)")
     p.add_argument("--quiet", "-q", action="store_true", help="print nothing on success (no "
@@ -177,12 +189,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--reg", type=float, default=0.0, metavar="R", help="ridge, relative to the "
                    "mean diagonal of the train kernel (default 0: ridgeless)")
     p.add_argument("--json", metavar="FILE", help="also write the results as JSON")
-    p.add_argument("--kernels", metavar="DIR", help="keep the kernels in DIR/train, DIR/test "
-                   "(resumable: a killed run continues where it stopped)")
+    p.add_argument("--kernels", metavar="DIR|K.zarr", help="keep the kernels in DIR/train, "
+                   "DIR/test (or the zarr groups K.zarr/train, K.zarr/test); resumable: a killed "
+                   "run continues where it stopped, finished kernels are read back")
     p.add_argument("--dtype", default="float64", help="float64 (default) or float32 for the "
                    "kernels; the solve is always float64")
     add_backend_option(p)
     add_memory_option(p)
+    add_cluster_options(p)
     p.add_argument("--quiet", "-q", action="store_true", help="print only the accuracy line")
 
     p = sub.add_parser("demo", help="the CNTK paper's experiment in miniature on scikit-learn's "

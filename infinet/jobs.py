@@ -25,7 +25,18 @@ def load_inputs(plan, spec: str, what: str):
 
 
 def output_kind(out: str, what: str = "--out") -> str:
-    """'npz' for ``K.npz``, 'dir' for ``DIR/`` (or an existing directory, or no suffix)."""
+    """'npz' for ``K.npz``, 'zarr' for ``K.zarr`` (a path, a group in one, or an object
+    store URL), 'dir' for ``DIR/`` (or an existing directory, or no suffix)."""
+    from .runtime.zarrstore import Location, is_zarr, needs_zarr
+    if is_zarr(out):
+        needs_zarr(what)
+        loc = Location(out, what)
+        parent = os.path.dirname(loc.root)
+        if loc.local and not os.path.isdir(parent):
+            raise UsageError(f"{what} {out}: directory {parent} does not exist")
+        return "zarr"
+    if "://" in out:
+        raise UsageError(f"{what} {out}: a URL names a zarr store: end it in .zarr")
     if out.endswith(".npz") and not os.path.isdir(out):
         parent = os.path.dirname(os.path.abspath(out))
         if not os.path.isdir(parent):
@@ -37,7 +48,8 @@ def output_kind(out: str, what: str = "--out") -> str:
             raise UsageError(f"{what} {out}: directory {parent} does not exist")
         return "dir"
     raise UsageError(f"{what} {out}: expected K.npz (one file) or DIR/ (a directory with "
-                     f"memory-mappable nngp.npy, ntk.npy and a manifest)")
+                     f"memory-mappable nngp.npy, ntk.npy and a manifest), or K.zarr (a zarr "
+                     f"store)")
 
 
 def make_progress(label: str, quiet: bool):
@@ -66,9 +78,40 @@ def interruptible(progress, hint: str):
         progress.close()
 
 
+def parse_workers(text):
+    if text is None:
+        return None
+    try:
+        value = int(text)
+    except ValueError:
+        raise UsageError(f"--workers {text}: expected a number of worker processes, e.g. 2") \
+            from None
+    if value < 1:
+        raise UsageError(f"--workers {text}: must be at least 1")
+    return value
+
+
+def cluster(args):
+    """The Dask client that ``--scheduler ADDRESS`` / ``--workers N`` ask for (a context
+    manager; None for neither)."""
+    from .runtime.cluster import connect
+    return connect(getattr(args, "scheduler", None), parse_workers(getattr(args, "workers", None)),
+                   getattr(args, "backend", "auto"))
+
+
+def executor_for(plan, backend, dtype, pairs=None, client=None):
+    """The executor of a run: built here, or on the cluster's workers (``client``)."""
+    if client is None:
+        from .runtime.backends import make_executor
+        return make_executor(plan, backend, dtype, pairs=pairs)
+    from .runtime.cluster import cluster_executor
+    return cluster_executor(plan, backend, dtype, client, pairs)
+
+
 def eval_to_output(executor, x1, x2, out: str, *, max_memory=None, tile=None, quiet=False,
-                   describe=None, overwrite=False):
-    """Evaluate to ``K.npz`` or ``DIR/``, resumably; returns the message to print."""
+                   describe=None, overwrite=False, client=None):
+    """Evaluate to ``K.npz``, ``K.zarr`` or ``DIR/``, resumably (on a Dask cluster with
+    ``client``); returns the message to print."""
     from .runtime.evaluate import evaluate_tiled
     from .runtime.npzstore import workdir
     kind = output_kind(out)
@@ -86,13 +129,20 @@ def eval_to_output(executor, x1, x2, out: str, *, max_memory=None, tile=None, qu
                                  f"again to resume"):
         result = evaluate_tiled(executor, x1, x2, out=out, overwrite=overwrite,
                                 max_memory=max_memory, tile=tile, progress=progress,
-                                describe=describe)
+                                describe=describe, client=client)
     if result.pairs_computed == 0:
         return f"{inputs}{out}: already done (verified, nothing recomputed): {what}"
     if kind == "npz":
         return f"{inputs}wrote {out}: {what}"
+    if kind == "zarr":
+        return (f"{inputs}wrote {out}: {what} as zarr arrays {', '.join(result_names(result))} "
+                f"(a chunk per tile), the manifest in the group's attributes")
     return (f"{inputs}wrote {out}: {what} as nngp.npy, ntk.npy (memory-mappable) and "
             f"manifest.json")
+
+
+def result_names(result) -> list[str]:
+    return [name for name in ("nngp", "ntk") if getattr(result, name) is not None]
 
 
 def parse_tile(text):
@@ -116,7 +166,7 @@ def _labels(data, spec: str, what: str) -> np.ndarray:
     return data.y
 
 
-def run_classify(args, plan, executor, max_memory=None) -> int:
+def run_classify(args, plan, executor, max_memory=None, client=None) -> int:
     """``infinet classify``: kernels, kernel regression, ``accuracy: 0.xxxx`` last."""
     from .regression import IllConditionedWarning, classify
     from .runtime.evaluate import evaluate_tiled
@@ -132,10 +182,16 @@ def run_classify(args, plan, executor, max_memory=None) -> int:
         if not os.path.isdir(parent):
             raise UsageError(f"--json {args.json}: directory {parent} does not exist")
     kernels_dir = getattr(args, "kernels", None)
+    zarr_kernels = False
     if kernels_dir:
-        parent = os.path.dirname(os.path.abspath(kernels_dir.rstrip("/")))
-        if not os.path.isdir(parent):
-            raise UsageError(f"--kernels {kernels_dir}: directory {parent} does not exist")
+        from .runtime.zarrstore import is_zarr
+        zarr_kernels = is_zarr(kernels_dir)
+        if zarr_kernels:
+            output_kind(kernels_dir, "--kernels")
+        else:
+            parent = os.path.dirname(os.path.abspath(kernels_dir.rstrip("/")))
+            if not os.path.isdir(parent):
+                raise UsageError(f"--kernels {kernels_dir}: directory {parent} does not exist")
     x_train, train = load_inputs(plan, args.train, "--train")
     x_test, test = load_inputs(plan, args.test, "--test")
     y_train = _labels(train, args.train, "--train")
@@ -149,11 +205,16 @@ def run_classify(args, plan, executor, max_memory=None) -> int:
     store_train = store_test = None
     if kernels_dir:
         base = kernels_dir.rstrip("/")
-        try:
-            os.makedirs(base, exist_ok=True)
-        except OSError as err:
-            raise UsageError(f"--kernels {kernels_dir}: cannot create ({err.strerror})") from None
-        store_train, store_test = os.path.join(base, "train"), os.path.join(base, "test")
+        if zarr_kernels:
+            from .runtime.zarrstore import classify_root
+            classify_root(base, "--kernels")
+        else:
+            try:
+                os.makedirs(base, exist_ok=True)
+            except OSError as err:
+                raise UsageError(f"--kernels {kernels_dir}: cannot create ({err.strerror})") \
+                    from None
+        store_train, store_test = base + "/train", base + "/test"
     hint = (f"the finished tiles are kept in {kernels_dir}: run the same command again to "
             f"resume" if kernels_dir else "nothing was kept (--kernels DIR keeps the kernels "
             "resumably)")
@@ -161,12 +222,12 @@ def run_classify(args, plan, executor, max_memory=None) -> int:
     with interruptible(progress, hint):
         k_train = evaluate_tiled(executor, x_train, None, out=store_train,
                                  max_memory=max_memory, progress=progress, what="--kernels",
-                                 describe={"x1": args.train})
+                                 describe={"x1": args.train}, client=client)
     progress = make_progress("test kernel", args.quiet)
     with interruptible(progress, hint):
         k_test = evaluate_tiled(executor, x_test, x_train, out=store_test,
                                 max_memory=max_memory, progress=progress, what="--kernels",
-                                describe={"x1": args.test, "x2": args.train})
+                                describe={"x1": args.test, "x2": args.train}, client=client)
     seconds = time.perf_counter() - t0
     pick = (lambda r: np.asarray(r.ntk)) if kernel == "ntk" else (lambda r: np.asarray(r.nngp))
     with warnings.catch_warnings(record=True) as caught:

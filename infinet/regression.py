@@ -7,6 +7,8 @@
 * :func:`ntk_predict` — the mean prediction (and, given the NNGP kernels, the
   variance) of an infinitely wide network trained by gradient flow on the squared loss,
   at finite time ``t`` or at ``t = ∞`` (Lee et al. 2019);
+* :func:`read_kernels` — the kernels of a finished ``K.zarr`` store (``infinet eval
+  --out K.zarr``, on a Dask cluster or not) as verified NumPy arrays for any of these;
 * :class:`InfinetClassifier`, :class:`InfinetRegressor` — scikit-learn estimators
   (``fit`` / ``predict`` / ``score`` / ``get_params``) usable in ``Pipeline`` and
   ``cross_val_score``.
@@ -33,6 +35,15 @@ LABEL_OFF = -0.1
 
 class IllConditionedWarning(UserWarning):
     """The train kernel is (numerically) singular; a stable pseudo-inverse was used."""
+
+
+def read_kernels(path, verify: bool = True):
+    """``.nngp`` and ``.ntk`` of a finished zarr store (``K.zarr``, ``K.zarr/train``, an
+    object store URL) as float64 NumPy arrays, every tile checked against its checksum
+    first (``verify``).  A zarr array itself (``zarr.open_group("K.zarr")["ntk"]``) may
+    also be passed to the functions here as it is (read whole, unverified)."""
+    from .runtime.zarrstore import read_kernels as read
+    return read(path, "read_kernels", verify)
 
 
 # -- labels ----------------------------------------------------------------------------------

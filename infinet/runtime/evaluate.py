@@ -3,7 +3,9 @@
 ``evaluate_tiled`` cuts the pair space into tiles (tiles.py), computes the tiles a store
 (stores.py; which one: outputs.py) does not yet hold — through the executor interface every backend provides
 — and hands each finished tile to the store, which keeps it (in memory, in a directory,
-in one ``.npz``).  Batches stay within ``max_memory`` (batching.py).
+in one ``.npz``, in a zarr group).  Batches stay within ``max_memory`` (batching.py).
+With a Dask ``client`` the tiles are tasks on the cluster's workers (cluster.py), which
+write them into a zarr store themselves (other stores get the values back here).
 """
 from __future__ import annotations
 
@@ -24,27 +26,34 @@ __all__ = ["DEFAULT_MAX_MEMORY", "WORKING_ARRAYS", "KernelResult", "evaluate",
 
 def evaluate(executor, x1: np.ndarray, x2: np.ndarray | None, *,
              max_memory: int | None = None,
-             progress: Callable[[int, int], None] | None = None) -> KernelResult:
+             progress: Callable[[int, int], None] | None = None,
+             client=None) -> KernelResult:
     """K(x1, x2) (or K(x1, x1), exactly symmetric, when x2 is None) as float64 arrays.
 
     Evaluated tile by tile, exactly as ``infinet eval`` does, so the Python API and the
-    command line give bit-identical results.
+    command line give bit-identical results (``client``: on a Dask cluster).
     """
-    return evaluate_tiled(executor, x1, x2, max_memory=max_memory, progress=progress)
+    return evaluate_tiled(executor, x1, x2, max_memory=max_memory, progress=progress,
+                          client=client)
 
 
 def evaluate_tiled(executor, x1: np.ndarray, x2: np.ndarray | None = None, *,
                    out: str | None = None, overwrite: bool = False,
                    max_memory: int | None = None, tile: int | None = None, progress=None,
-                   what: str = "--out", describe: dict | None = None) -> KernelResult:
-    """K(x1, x2) tile by tile; with ``out`` (``K.npz`` or a directory) resumable after
-    any kill, and reused (after verifying it) when it is already finished.
+                   what: str = "--out", describe: dict | None = None,
+                   client=None) -> KernelResult:
+    """K(x1, x2) tile by tile; with ``out`` (``K.npz``, ``K.zarr`` or a directory)
+    resumable after any kill, and reused (after verifying it) when it is already finished.
 
     ``overwrite``: replace an ``out`` that holds a different computation (else refused).
     ``progress(done, total)`` is called as pairs finish (``done`` counts resumed tiles
     too).  ``describe`` adds free-form entries to the manifest (e.g. the datasets' names
     and preprocessing).  Returns float64 arrays (memory-mapped, read-only, for a
-    directory); ``result.pairs_computed`` says how many pairs this call computed.
+    directory; zarr arrays, read lazily, for a zarr store); ``result.pairs_computed`` says
+    how many pairs this call computed.  ``client``: a ``dask.distributed.Client``: the
+    tiles are computed on its cluster's workers (``executor``: a real one, or
+    ``cluster.cluster_executor(...)`` when the backend exists only on the workers), with
+    the same values, bit for bit.
     """
     dt = executor.dtype
     symmetric = x2 is None
@@ -56,8 +65,12 @@ def evaluate_tiled(executor, x1: np.ndarray, x2: np.ndarray | None = None, *,
     grid = choose_grid(executor.plan, n1, n2, symmetric, batch, tile, max_memory,
                        getattr(executor, "tile_work", None))
     store = open_store(out, lambda: identity(executor, x1, x2c), n1, n2, what=what,
-                       overwrite=overwrite)
+                       overwrite=overwrite, names=kernel_names(executor),
+                       manifest_extra=lambda: net_manifest(executor.plan))
     try:
+        if client is not None:
+            from .cluster import prepare_store
+            prepare_store(client, store)
         store.begin(grid, batch, describe, exact_grid=tile is not None)
         grid, batch = store.grid, store.batch
         tiles = grid.tiles()
@@ -67,7 +80,16 @@ def evaluate_tiled(executor, x1: np.ndarray, x2: np.ndarray | None = None, *,
             progress(done_pairs, total)
         todo = [] if store.complete else [t for t in tiles if t.index not in store.done]
         computed = [0]
-        if todo:
+        if todo and client is not None:
+            from .cluster import run_tiles
+
+            def tile_done(t):
+                computed[0] += t.pairs
+                if progress is not None:
+                    progress(done_pairs + computed[0], total)
+
+            run_tiles(client, executor, x1, x2c, todo, batch, store, tile_done)
+        elif todo:
             with np.errstate(over="ignore"):      # too large for float32: the executor says so
                 a = x1.astype(dt, copy=False)
                 b = a if symmetric else x2c.astype(dt, copy=False)
@@ -87,6 +109,16 @@ def evaluate_tiled(executor, x1: np.ndarray, x2: np.ndarray | None = None, *,
         return result
     finally:
         store.close()
+
+
+def kernel_names(executor) -> tuple[str, ...]:
+    """The arrays a run produces: ("nngp", "ntk"), or ("nngp",) for an NNGP-only executor."""
+    return ("nngp", "ntk") if getattr(executor, "ntk", True) else ("nngp",)
+
+
+def net_manifest(plan) -> dict:
+    """The net as a manifest records it (beside the identity's hash): name, file, source."""
+    return {"net": {"name": plan.name, "file": plan.filename, "source": plan.source}}
 
 
 def evaluate_untiled(executor, x1: np.ndarray, x2: np.ndarray | None, *,

@@ -25,6 +25,12 @@ POINTS = {
     "dir.cleared": "--overwrite: the old results removed, the new manifest not written",
     "npz.written": "K.npz renamed into place, K.npz.partial/ not yet removed",
     "npz.removing": "K.npz.partial/ half removed (arrays gone, manifest and lock left)",
+    "zarr.manifest-written": "a fresh K.zarr: the manifest written, no arrays yet",
+    "zarr.tile-written": "a tile's chunks written and fsync'ed (by a worker), not recorded",
+    "zarr.tile-recorded": "a tile's checksum recorded in tiles_sha256",
+    "zarr.verified": "finishing: every tile verified, the manifest still 'running'",
+    "zarr.reopened": "a damaged finished K.zarr reopened as 'running' for repair",
+    "zarr.cleared": "--overwrite: the old manifest emptied and its arrays removed",
 }
 
 _passes: dict[str, int] = {}
