@@ -101,3 +101,18 @@ def test_library_cache_is_reused(tmp_path, monkeypatch):
     mtime = first.stat().st_mtime_ns
     again = cpujit.build_library(src, "cached")
     assert again == first and again.stat().st_mtime_ns == mtime
+
+
+def test_pair_pass_reproduces_the_self_pass_on_the_diagonal_with_pooled_self_passes():
+    """A pooled self pass walks plane 0 in other loops than the pair pass: a vector atan2
+    (libmvec) in one and the scalar libm one in the other would differ in the last bit,
+    and relu's √(v v' − Σ²) on K(x, x) would no longer be 0 (found by hypothesis: 1e-9 off)."""
+    src = ("input 3x3\navgpool 2 stride=1 pad=valid\nconv 1 pad=same\nsum {\n"
+           "  branch { erf; conv 3 pad=same W=1 b=0.1 }\n  branch {  }\n}\n"
+           "conv 1 pad=same stride=2 W=1 b=0\nrelu\nflatten\ndense W=1 b=0\n")
+    k = infinet.compile(src)
+    for seed in (0, 6, 18):
+        x = np.random.default_rng(seed).standard_normal((3, 3, 3))
+        want = evaluate(ReferenceExecutor(k.plan, "float64"), x, None)
+        got = evaluate(cpu_executor(k.plan, "float64"), x, None)
+        assert np.abs(got.ntk - want.ntk).max() <= 1e-13 * np.abs(want.ntk).max(), seed
