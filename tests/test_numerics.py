@@ -74,7 +74,11 @@ def test_cli_says_error_and_leaves_no_result(tmp_path, capsys):
                    "--out", str(tmp_path / "k.npz"), "--backend", "numpy", "-q"])
     err = capsys.readouterr().err
     assert status == 2 and err.startswith("error: ") and "Traceback" not in err
-    assert not (tmp_path / "k.npz").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["n.net", "x.npy"]   # nothing left
+    status = main(["eval", str(tmp_path / "n.net"), "--x1", str(tmp_path / "x.npy"),
+                   "--out", str(tmp_path / "K"), "--backend", "cpu", "-q"])
+    assert status == 2 and sorted(p.name for p in tmp_path.iterdir()) == ["n.net", "x.npy"]
+    capsys.readouterr()
     np.save(tmp_path / "y.npy", images(1e-20))
     status = main(["eval", str(tmp_path / "n.net"), "--x1", str(tmp_path / "y.npy"),
                    "--out", str(tmp_path / "k2.npz"), "--dtype", "float32", "-q"])

@@ -9,6 +9,7 @@ write them into a zarr store themselves (other stores get the values back here).
 """
 from __future__ import annotations
 
+import os
 from typing import Callable
 
 import numpy as np
@@ -55,7 +56,6 @@ def evaluate_tiled(executor, x1: np.ndarray, x2: np.ndarray | None = None, *,
     ``cluster.cluster_executor(...)`` when the backend exists only on the workers), with
     the same values, bit for bit.
     """
-    dt = executor.dtype
     symmetric = x2 is None
     x1 = np.ascontiguousarray(x1, dtype=np.float64)
     x2c = None if symmetric else np.ascontiguousarray(x2, dtype=np.float64)
@@ -64,6 +64,11 @@ def evaluate_tiled(executor, x1: np.ndarray, x2: np.ndarray | None = None, *,
     batch = batch_size(executor, max_memory)
     grid = choose_grid(executor.plan, n1, n2, symmetric, batch, tile, max_memory,
                        getattr(executor, "tile_work", None))
+    variances = None
+    if client is None and (out is None or _fresh(out)):
+        # before anything is written: a kernel that cannot be represented (NumericalError)
+        # leaves no half-made output behind
+        variances = _self_variances(executor, x1, x2c)
     store = open_store(out, lambda: identity(executor, x1, x2c), n1, n2, what=what,
                        overwrite=overwrite, names=kernel_names(executor),
                        manifest_extra=lambda: net_manifest(executor.plan))
@@ -90,11 +95,7 @@ def evaluate_tiled(executor, x1: np.ndarray, x2: np.ndarray | None = None, *,
 
             run_tiles(client, executor, x1, x2c, todo, batch, store, tile_done)
         elif todo:
-            with np.errstate(over="ignore"):      # too large for float32: the executor says so
-                a = x1.astype(dt, copy=False)
-                b = a if symmetric else x2c.astype(dt, copy=False)
-            v1 = executor.self_variances(a)
-            v2 = v1 if symmetric else executor.self_variances(b)
+            a, b, v1, v2 = variances or _self_variances(executor, x1, x2c)
 
             def step(n):
                 computed[0] += n
@@ -109,6 +110,25 @@ def evaluate_tiled(executor, x1: np.ndarray, x2: np.ndarray | None = None, *,
         return result
     finally:
         store.close()
+
+
+def _self_variances(executor, x1, x2):
+    """The inputs in the executor's dtype and their self-variances: (a, b, v1, v2)."""
+    with np.errstate(over="ignore"):      # too large for float32: the executor says so
+        a = x1.astype(executor.dtype, copy=False)
+        b = a if x2 is None else x2.astype(executor.dtype, copy=False)
+    v1 = executor.self_variances(a)
+    v2 = v1 if x2 is None else executor.self_variances(b)
+    return a, b, v1, v2
+
+
+def _fresh(out) -> bool:
+    """Whether ``out`` (a local path) holds nothing yet: no file, no working state."""
+    path = os.fspath(out)
+    if "://" in path:
+        return False
+    stem = path.rstrip("/" + os.sep)
+    return not any(os.path.exists(p) for p in (stem, stem + ".partial"))
 
 
 def kernel_names(executor) -> tuple[str, ...]:
