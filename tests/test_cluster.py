@@ -136,6 +136,7 @@ def test_the_python_api_with_a_client(client, tmp_path):
                          tile=4, progress=lambda done, total: seen.append((done, total)))
     assert _same(r, want)
     assert seen[0] == (0, 45) and seen[-1] == (45, 45) and len(seen) == 1 + 6  # one per tile
+    assert _same(k(x, backend="numpy", client=client), want)   # the kernel's own call
     g = cluster.evaluate(k, x, client=client, backend="numpy", get="nngp")
     assert g.ntk is None and np.array_equal(g.nngp, k(x, backend="numpy", get="nngp").nngp)
     remote = cluster.cluster_executor(k, "numpy", "float64", client)

@@ -82,13 +82,15 @@ class CompiledKernel:
 
     def __call__(self, x1, x2=None, *, get=("nngp", "ntk"), dtype="float64",
                  backend: str = "auto", max_memory: int | str | None = None, progress=None,
-                 cache: bool = False) -> KernelResult:
+                 cache: bool = False, client=None) -> KernelResult:
         """K(x1, x2).  ``get``: "nngp", "ntk" or both (as neural-tangents' ``get``; the
         one not asked for is None — the NNGP alone skips the whole Θ recursion).
         ``max_memory``: working memory for pair batches, bytes or a size such as "512M".
         ``cache=True``: reuse a result this process computed before for the same net,
         params, inputs, dtype and backend, and keep this one
-        (:mod:`infinet.runtime.kernel_cache`; its arrays are then read-only)."""
+        (:mod:`infinet.runtime.kernel_cache`; its arrays are then read-only).
+        ``client``: a ``dask.distributed.Client`` whose workers compute the tiles (the same
+        values, bit for bit; see README "Across GPUs and hosts")."""
         wanted = _kernels_wanted(get)
         if max_memory is not None:
             max_memory = parse_size(max_memory, f"max_memory={max_memory!r}")
@@ -101,9 +103,10 @@ class CompiledKernel:
             result = KERNELS.get(key)
             if result is None:
                 result = KERNELS.put(key, evaluate(executor, a, b, max_memory=max_memory,
-                                                   progress=progress))
+                                                   progress=progress, client=client))
         else:
-            result = evaluate(executor, a, b, max_memory=max_memory, progress=progress)
+            result = evaluate(executor, a, b, max_memory=max_memory, progress=progress,
+                              client=client)
         if _is_cupy(x1):          # CuPy in, CuPy out
             import cupy
             result = KernelResult(cupy.asarray(result.nngp), cupy.asarray(result.ntk),
