@@ -232,7 +232,8 @@ def run_classify(args, plan, executor, max_memory=None, client=None) -> int:
     pick = (lambda r: np.asarray(r.ntk)) if kernel == "ntk" else (lambda r: np.asarray(r.nngp))
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", IllConditionedWarning)
-        result = classify(pick(k_train), pick(k_test), y_train, y_test, reg=reg)
+        result = classify(pick(k_train), pick(k_test), y_train, y_test, reg=reg,
+                          ridge_example="--reg 1e-6")
     for w in caught:
         if issubclass(w.category, IllConditionedWarning):
             print(f"warning: {w.message}", file=sys.stderr)

@@ -242,6 +242,7 @@ def test_classify_warns_on_duplicate_training_inputs(tmp_path):
                              cwd=tmp_path)
     assert code == 0, err
     assert err.startswith("warning: the train kernel (20x20) is ill-conditioned")
+    assert "(e.g. --reg 1e-6)" in err                      # in the command line's words
     assert "nan" not in out.lower() and out.strip().endswith("accuracy: 1.0000")
 
 
