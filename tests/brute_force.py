@@ -57,12 +57,18 @@ def erf_kernel(K, v1, v2):
             (4 / math.pi) / np.sqrt(denom ** 2 - 4 * K ** 2))
 
 
+def _scaled_erf(K, v1, v2, L):
+    """a·erf(b·x) + c: E[(a erf(bu) + c)(a erf(bu') + c)] = a²·erf kernel of b²Σ + c²."""
+    k, d = erf_kernel(L.b ** 2 * K, L.b ** 2 * v1, L.b ** 2 * v2)
+    return L.a ** 2 * k + L.c ** 2, L.a ** 2 * L.b ** 2 * d
+
+
 #: keyword -> (Σ', Σ̇) given (K, v1, v2, layer): independent textbook formulas
 ACTIVATIONS = {
     "relu": lambda K, v1, v2, L: relu_like(K, v1, v2, 0.0, 1.0),
     "abrelu": lambda K, v1, v2, L: relu_like(K, v1, v2, L.a, L.b),
     "leaky_relu": lambda K, v1, v2, L: relu_like(K, v1, v2, L.a, 1.0),
-    "erf": lambda K, v1, v2, L: erf_kernel(K, v1, v2),
+    "erf": lambda K, v1, v2, L: _scaled_erf(K, v1, v2, L),
     "identity": lambda K, v1, v2, L: (K, 1.0),
     # gelu, sin, cos, rbf, exp, gaussian, sign, abs, monomial, rectified_monomial,
     # polynomial, sigmoid_like, elementwise: brute_activations.py

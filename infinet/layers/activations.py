@@ -63,15 +63,40 @@ class LeakyRelu(ABRelu):
 
 @dataclass(frozen=True)
 class Erf(Elementwise):
+    a: float = 1.0
+    b: float = 1.0
+    c: float = 0.0
+
     keyword = "erf"
-    summary = "the error function"
+    options = (Real("a", 1.0, "output scale"), Real("b", 1.0, "input scale"),
+               Real("c", 0.0, "output shift"))
+    summary = "a·erf(b·x) + c (neural-tangents' Erf)"
+    examples = ("a=0.8 b=1.3 c=0.2",)
     flops_per_entry = 14
     transcendentals_per_entry = 3
 
+    def shown_options(self):
+        return tuple(o.name for o in self.options
+                     if getattr(self, o.target) != o.default)
+
     def entry(self, m, K, v1, v2):
+        # neural-tangents: Σ, v scaled by b² first, the result by a², plus c² (erf is odd,
+        # so the shift adds c² alone); Θ' = a²·b²·Σ̇·Θ.  The factors are printed only
+        # where they are not 1 (and c² only where c ≠ 0), so the default stays as it was.
+        b2 = self.b * self.b
+        if b2 != 1:
+            K, v1, v2 = m.const(b2) * K, m.const(b2) * v1, m.const(b2) * v2
         two = m.const(2)
         r = m.sqrt(m.const(1) + two * v1 + two * v2 + m.const(4) * m.max0(v1 * v2 - K * K))
-        return m.const(2 / math.pi) * m.atan2(two * K, r), m.const(4 / math.pi) / r
+        new, dot = m.const(2 / math.pi) * m.atan2(two * K, r), m.const(4 / math.pi) / r
+        a2 = self.a * self.a
+        if a2 != 1:
+            new = m.const(a2) * new
+        if a2 * b2 != 1:
+            dot = m.const(a2 * b2) * dot
+        if self.c != 0:
+            new = new + m.const(self.c * self.c)
+        return new, dot
 
 
 @dataclass(frozen=True)

@@ -78,6 +78,8 @@ ACTS = {
                     stax.Polynomial([0.2, -0.6, 0, 0.3, 0.05])),
     "sigmoid_like": ("sigmoid_like", stax.Sigmoid_like()),
 }
+# added after the file was first made: appended last, so the other cases keep their seeds
+LATER_ACTS = {"erf_abc": ("erf a=0.8 b=1.3 c=0.2", stax.Erf(0.8, 1.3, 0.2))}
 # elementwise fn="..." deg=N: (text, deg)
 EXPRESSIONS = {
     "ew_xtanh": ("x * tanh(x)", 25),
@@ -137,6 +139,8 @@ CASES.update({
     "cnn_gap_quadrature": cnn(["ew_xtanh", "ew_softplus"], "gap"),
     "cnn_flat_quadrature": cnn(["ew_sin", "ew_mixed"], "flatten"),
 })
+ACTS.update(LATER_ACTS)
+CASES.update({f"mlp_{act}": mlp(act) for act in LATER_ACTS})
 
 
 def main():
