@@ -15,8 +15,8 @@ printed them (benchmarks/sass_report.py maps them to sweeps).
 
 What one iteration of a loop issues (:meth:`Function.loop_cost`) is counted on its
 *common path*: every instruction of the loop's own blocks (not those of inner loops) once,
-except in *rare* blocks — a block that calls a subroutine and is entered through a
-conditional branch, or calls one named ``*slowpath*`` (ptxas's out-of-line fallbacks of
+except in *rare* blocks — a block that calls a subroutine and that a branch before it can
+go around, or that calls one named ``*slowpath*`` (ptxas's out-of-line fallbacks of
 IEEE division and square root, taken when a range check on the operands fails:
 ``__cuda_sm3x_div_rn_noftz_f32_slowpath``, ``__cuda_sm20_div_rn_f64_full``,
 ``__cuda_sm20_dsqrt_rn_f64_mediumpath_v1``), and the blocks only reachable through rare
@@ -235,6 +235,7 @@ class Function:
     kernel: "Kernel | None" = None
     blocks: list[Block] = field(default_factory=list)
     loops: list[Loop] = field(default_factory=list)      # outermost first, in code order
+    _dom: dict = field(default_factory=dict, repr=False)
     block_of: list[int] = field(default_factory=list)    # instruction index -> block
     warnings: list[str] = field(default_factory=list)
 
@@ -313,7 +314,7 @@ class Function:
         return dom
 
     def _find_loops(self) -> None:
-        dom = self.dominators()
+        dom = self._dom = self.dominators()
         by_header: dict[int, tuple[set[int], list[int]]] = {}
         for b in dom:
             for s in self.blocks[b].succs:
@@ -405,7 +406,26 @@ class Function:
             return False
         if any(_is_slow(c) for c in blk.calls):
             return True
-        return any(len(self.blocks[p].succs) > 1 for p in blk.preds)
+        # guarded: a branch before it has another way on that never comes to it
+        for p in blk.preds:
+            others = [s for s in self.blocks[p].succs if s != b]
+            if others and any(not self._forward_reaches(s, b) for s in others):
+                return True
+        return False
+
+    def _forward_reaches(self, a: int, b: int) -> bool:
+        """Whether block ``b`` is reachable from ``a`` without taking a back edge."""
+        dom = self._dom
+        seen, stack = set(), [a]
+        while stack:
+            x = stack.pop()
+            if x == b:
+                return True
+            if x in seen:
+                continue
+            seen.add(x)
+            stack.extend(s for s in self.blocks[x].succs if not (x in dom and s in dom[x]))
+        return False
 
     def rare_blocks(self, region: set[int] | frozenset[int], entry: int | None = None) -> set[int]:
         """Blocks of ``region`` off the common path: those calling a slow-path subroutine
