@@ -718,22 +718,46 @@ def analyse_kernel(kern: sass.Kernel, prog, pas, s: int, line_map, res, dtype,
     rest = per_plane_region - in_sweep_loop
     other_loops = [x for x in fn.all_loops() if x is not work and x.blocks <= rest
                    and owner[id(x)] is None]
+    other_ids = {id(x) for x in other_loops}
     top_other = [x for x in other_loops if x.parent is None or x.parent is work
-                 or x.parent not in other_loops]
+                 or id(x.parent) not in other_ids]
     straight_region = rest - set().union(*(x.blocks for x in other_loops)) if other_loops \
         else rest
     rare = fn.rare_blocks(per_plane_region, work.header if work else 0)
     straight = sum(1 for b in straight_region - rare
                    for k in range(fn.blocks[b].start, fn.blocks[b].end) if labels[k] is None)
+    # loops outside the sweeps (ring zeroing, readout, export): their trip counts are not
+    # in the SASS.  Model: a nest walks the plane buffer once, block-wide: its innermost
+    # loops take ceil(entries / 32) warp iterations, each enclosing level one per buffer
+    # row.  Nests printed from the same source lines are versions of one loop (ptxas
+    # versions loops): only the costliest counts.
     rows = st.extent[0] * st.extent[1]
-    loop_cost = 0.0
-    for x in top_other:
+    chunks = math.ceil(st.plane_entries / 32)
+
+    def nest_cost(x) -> float:
+        total = 0.0
         for y in [x] + list(_descendants(x)):
-            # assumed trips: the plane buffer walked as rows over warps, lanes along w
-            trips = math.ceil(rows / warps) * math.ceil(st.extent[2] / 32) ** (y.depth - x.depth)
-            loop_cost += trips * fn.loop_cost(y).union
-    rep.per_plane_other = warps * (straight + loop_cost)
-    rep.other_loops = warps * loop_cost
+            total += (rows if y.children else chunks) * fn.loop_cost(y).union
+        return total
+
+    def nest_lines(x) -> set:
+        return {line for b in x.blocks for ins in fn.block_instrs(b) for line in ins.lines}
+
+    groups: list[tuple[set, float]] = []
+    for x in top_other:
+        lines, cost = nest_lines(x), nest_cost(x)
+        for g, (glines, gcost) in enumerate(groups):
+            if len(lines & glines) * 2 > min(len(lines), len(glines)):
+                groups[g] = (glines | lines, max(gcost, cost))
+                break
+        else:
+            groups.append((lines, cost))
+    loop_cost = sum(c for _, c in groups)
+    if len(groups) < len(top_other):
+        rep.notes.append(f"{len(top_other)} loops outside the sweeps, {len(groups)} after "
+                         f"merging the versions of one source loop")
+    rep.per_plane_other = warps * straight + loop_cost
+    rep.other_loops = loop_cost
     rep.warp_instructions = sum(x.warp_instructions for x in rep.sweeps) + \
         st.nplanes * rep.per_plane_other
     # the pipe bound: each sweep's entry loop at its slowest resource, the rest at issue
@@ -793,6 +817,9 @@ class NetReport:
     us_per_input_self: float
     notes: list
     us_per_pair_pipes: float = 0.0      # the coarser bound: slowest pipe of each sweep
+    us_sweeps: float = 0.0              # of us_per_pair: the sweeps' loops
+    us_overheads: float = 0.0           # straight-line code per plane (sweeps' and the rest)
+    us_other_loops: float = 0.0         # loops outside the sweeps (assumed trip counts)
     pipe_limiter: str = ""              # the resource of the largest share of the main sweeps
     #: the main sweeps (conv with Θ live, pair pass), weighted by their warp iterations
     main_categories: dict = field(default_factory=dict)
@@ -859,6 +886,13 @@ def report_net(name: str, source: str, dtypes, dev: Device = H100) -> list[NetRe
             nr.main_lane_use = sum(sw.lane_use * sw.warp_iters for sw in main) / weights
             nr.main_thread_use = sum(sw.thread_use * sw.warp_iters for sw in main) / weights
             nr.main_conflict = sum(sw.stencil_conflict * sw.warp_iters for sw in main) / weights
+        pr = [r for r in reps if r.pass_ == "pair"]
+        loops_w = sum(sw.warp_iters / sw.entries_per_iter * sw.entry_union
+                      + sw.row_iters * sw.row for r in pr for sw in r.sweeps)
+        other_w = sum(r.planes * r.other_loops for r in pr)
+        nr.us_sweeps = loops_w / dev.issue_rate * 1e6
+        nr.us_other_loops = other_w / dev.issue_rate * 1e6
+        nr.us_overheads = nr.us_per_pair - nr.us_sweeps - nr.us_other_loops
         cycles = sum(r.sm_cycles for r in reps if r.pass_ == "pair") + tail / dev.schedulers
         nr.us_per_pair_pipes = cycles / (dev.sms * dev.clock_hz) * 1e6
         if main:
@@ -951,7 +985,9 @@ def summary_line(rep: NetReport) -> str:
             f"{_pct(rep.main_lane_use)} (threads {_pct(rep.main_thread_use)}); "
             f"{rep.pair_warp_instructions + rep.tail_warp_instructions:.4g} warp instructions "
             f"per pair -> {rep.us_per_pair:.1f} us per pair at the issue limit "
-            f"({rep.us_per_pair_pipes:.1f} at the pipe bound, main sweep limited by "
+            f"(sweep loops {rep.us_sweeps:.1f}, straight-line code per plane "
+            f"{rep.us_overheads:.1f}, other loops {rep.us_other_loops:.1f} with assumed trips; "
+            f"{rep.us_per_pair_pipes:.1f} at the pipe bound, main sweep limited by "
             f"{rep.pipe_limiter or '-'}); self pass {rep.us_per_input_self:.2f} us per input")
 
 
