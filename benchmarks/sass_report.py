@@ -40,6 +40,7 @@ from infinet.codegen import nvrtc, program as program_module, sass  # noqa: E402
 from infinet.codegen.render import CUDA, SHARED_LIMIT, render  # noqa: E402
 from infinet.codegen.render_index import buf  # noqa: E402
 from infinet.dtypes import DTYPES  # noqa: E402
+from infinet.errors import InfinetError  # noqa: E402
 from infinet.runtime.cuda import NVRTC_OPTIONS  # noqa: E402
 
 ARCH = "sm_90"
@@ -352,7 +353,8 @@ def sweep_geometry(stage, sweep, itemsize: int, cache: dict) -> SweepGeometry:
             use = walk.live.sum(axis=1)
             keep = use > 0
             wf_sum += float(wf[keep].sum()) * len(taps)
-            ideal_sum += float(np.ceil(use[keep] * itemsize / H100.wavefront_bytes).sum()) * len(taps)
+            ideal = np.ceil(use[keep] * itemsize / H100.wavefront_bytes)
+            ideal_sum += float(ideal.sum()) * len(taps)
             geo.stencil_accesses += int(keep.sum()) * len(taps)
     if geo.stencil_accesses:
         geo.stencil_wavefronts = wf_sum / geo.stencil_accesses
@@ -833,8 +835,10 @@ class NetReport:
     main_smem: int = 0
 
 
-def report_net(name: str, source: str, dtypes, dev: Device = H100) -> list[NetReport]:
-    k = infinet.compile(source)
+def report_net(name: str, source: str, dtypes, dev: Device = H100,
+               path: str | None = None) -> list[NetReport]:
+    """The report of one net (``path``: its .net file, named in error messages)."""
+    k = infinet.compile(path if path is not None else source)
     prog = k.kernel_program
     text = k.cuda_source
     notes: list[str] = []
@@ -932,7 +936,9 @@ def print_net(rep: NetReport, verbose: bool = False, file=sys.stdout) -> None:
       "(limit) | warp instr / item | other per plane |")
     p("|---|---:|---:|---:|---:|---:|---|---:|---:|")
     for r in rep.kernels:
-        smem = f"{r.static_smem}+{r.dynamic_smem}" + (" (global scratch)" if r.global_scratch else "")
+        smem = f"{r.static_smem}+{r.dynamic_smem}"
+        if r.global_scratch:
+            smem += " (global scratch)"
         p(f"| {r.name} | {r.planes} | {r.threads} | {r.registers} | {r.spills} | {smem} | "
           f"{_pct(r.occupancy)} ({r.blocks_per_sm} blocks, {r.occupancy_limiter}) | "
           f"{r.warp_instructions:.4g} | {r.per_plane_other:.0f} |")
@@ -1010,23 +1016,30 @@ def main(argv=None) -> int:
             print(f"error: unknown dtype '{d}' (float32 or float64)", file=sys.stderr)
             return 2
     table = net_sources()
+    sources = []
+    for net in args.nets.split(","):
+        if net in table:
+            sources.append((net, table[net], None))
+        elif os.path.isfile(net):
+            with open(net) as fh:
+                sources.append((os.path.basename(net), fh.read(), net))
+        else:
+            print(f"error: unknown net '{net}' (one of {', '.join(table)}, or a .net file)",
+                  file=sys.stderr)
+            return 2
     print(f"# infinet sass_report  {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, "
           f"NVRTC {'.'.join(map(str, nvrtc.version()))}, {ARCH}, model: {H100.name}, "
           f"{H100.sms} SMs x {H100.schedulers} schedulers x {H100.clock_hz / 1e9:.2f} GHz")
     print()
     everything = []
     summaries = []
-    for net in args.nets.split(","):
-        if net in table:
-            source = table[net]
-        elif os.path.isfile(net):
-            with open(net) as fh:
-                source = fh.read()
-        else:
-            print(f"error: unknown net '{net}' (one of {', '.join(table)}, or a .net file)",
-                  file=sys.stderr)
+    for name, source, path in sources:
+        try:
+            reps = report_net(name, source, dtypes, path=path)
+        except InfinetError as err:
+            print(f"error: {name}: {err}", file=sys.stderr)
             return 2
-        for rep in report_net(os.path.basename(net), source, dtypes):
+        for rep in reps:
             print_net(rep, args.verbose)
             everything.append(rep)
             summaries.append(summary_line(rep))

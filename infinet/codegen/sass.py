@@ -174,7 +174,8 @@ class Instr:
         return tuple(line for _, line in self.where)
 
     def __str__(self) -> str:
-        return f"/*{self.addr:04x}*/ {self.pred + ' ' if self.pred else ''}{self.opcode} {self.operands}"
+        pred = self.pred + " " if self.pred else ""
+        return f"/*{self.addr:04x}*/ {pred}{self.opcode} {self.operands}"
 
 
 @dataclass
