@@ -3,6 +3,11 @@
 tests/data/ref_blocks.npz (tests/oracle/nt_ref_blocks.py): 18 architectures, each with its
 `.net` text, inputs x1 [4, ...] and x2 [3, ...], NT's K(x1, x2) and K(x1, x1), and the
 exact diagonals K(x1[i], x1[i]) of a 40-digit recursion independent of NT and infinet.
+tests/data/ref_fixed.npz (tests/oracle/nt_ref_fixed.py): 5 more with `fixed` layers inside
+branches, laid out the same; NT has no frozen layers, so there NT's kernel has each fixed
+layer's own Σ' taken out of Θ right after it (Θ' − Σ' = σw²·A(Θ), SPEC §2.2) — proven
+against the empirical NTK of random finite networks with those layers frozen in
+nt_ref_fixed.py and tests/test_monte_carlo_fixed.py.
 
 Tolerances, relative to the largest entry of the block: 1e-10 against NT on every cross
 entry and every off-diagonal entry of K(x1, x1); 1e-12 against the exact values on the
@@ -21,7 +26,10 @@ import infinet
 from conftest import DATA
 
 REF = np.load(DATA / "ref_blocks.npz")
+FIXED = np.load(DATA / "ref_fixed.npz")
 NAMES = [str(n) for n in REF["names"]]
+FIXED_NAMES = [str(n) for n in FIXED["names"]]
+CASES = [(REF, n) for n in NAMES] + [(FIXED, n) for n in FIXED_NAMES]
 
 #: The generated C++ gives K(x, x)[i, i] of seq_flatten's x1[0] 7e-10 off the exact value
 #: (the numpy reference is exact): its pair pass and self pass round a diagonal entry
@@ -30,12 +38,12 @@ NAMES = [str(n) for n in REF["names"]]
 #: generator, this case's cpu diagonals are held to 1e-8.
 CPU_NOISY_DIAGONAL = {"seq_flatten"}
 
-_KERNELS: dict[str, infinet.runtime.kernel.CompiledKernel] = {}
+_KERNELS: dict = {}
 
 
-def kernel(name: str):
+def kernel(ref, name: str):
     if name not in _KERNELS:
-        _KERNELS[name] = infinet.compile(str(REF[f"{name}__net"]))
+        _KERNELS[name] = infinet.compile(str(ref[f"{name}__net"]))
     return _KERNELS[name]
 
 
@@ -44,16 +52,16 @@ def relative_errors(ours, theirs):
 
 
 @pytest.mark.parametrize("backend", ["numpy", "cpu"])
-@pytest.mark.parametrize("name", NAMES)
-def test_agrees_with_neural_tangents(name, backend):
-    k = kernel(name)
-    x1, x2 = REF[f"{name}__x1"], REF[f"{name}__x2"]
+@pytest.mark.parametrize("ref, name", CASES, ids=[n for _, n in CASES])
+def test_agrees_with_neural_tangents(ref, name, backend):
+    k = kernel(ref, name)
+    x1, x2 = ref[f"{name}__x1"], ref[f"{name}__x2"]
     cross, same = k(x1, x2, backend=backend), k(x1, backend=backend)
     off = ~np.eye(len(x1), dtype=bool)
     diag_tol = 1e-8 if backend == "cpu" and name in CPU_NOISY_DIAGONAL else 1e-12
     for kind in ("nngp", "ntk"):
-        nt12, nt11 = REF[f"{name}__{kind}_12"], REF[f"{name}__{kind}_11"]
-        exact = REF[f"{name}__{kind}_exact_diag"]
+        nt12, nt11 = ref[f"{name}__{kind}_12"], ref[f"{name}__{kind}_11"]
+        exact = ref[f"{name}__{kind}_exact_diag"]
         assert relative_errors(getattr(cross, kind), nt12).max() < 1e-10, (kind, "x1 x x2")
         err = relative_errors(getattr(same, kind), nt11)
         assert err[off].max() < 1e-10, (kind, "x1 x x1 off the diagonal")
@@ -90,6 +98,19 @@ def test_cpu_pair_and_self_pass_agree_on_the_diagonal():
     ref, cpu = k(x, backend="numpy"), k(x, backend="cpu")
     err = np.abs(np.diag(cpu.ntk) - np.diag(ref.ntk)) / np.abs(np.diag(ref.ntk))
     assert err.max() < 1e-13, (int(np.sum(err > 1e-13)), err.max())
+
+
+def test_fixed_cases_put_fixed_layers_in_every_kind_of_branch():
+    text = {n: str(FIXED[f"{n}__net"]) for n in FIXED_NAMES}
+    for needle in ("W=sqrt(2) fixed }", "conv 1x1 pad=same stride=2 fixed }", "b=0.1 fixed;",
+                   "dense W=1.5 fixed }", "dense W=0.8 fixed }", "conv 1 pad=same stride=2 fixed",
+                   "dense W=sqrt(2) fixed\n", "dense fixed\n", "residual {", "branch { }"):
+        assert any(needle in t for t in text.values()), needle
+    for name, net in text.items():        # a fixed layer changes Θ, so every case tests it
+        k = infinet.compile(net)
+        trained = infinet.compile(net.replace(" fixed", ""))
+        x = FIXED[f"{name}__x1"][:2]
+        assert np.abs(k(x, backend="numpy").ntk - trained(x, backend="numpy").ntk).min() > 1e-3
 
 
 def test_the_cases_cover_every_block_form_and_rank():

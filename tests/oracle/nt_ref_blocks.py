@@ -54,12 +54,12 @@ mp.mp.dps = 40
 
 # -- the ops a case is written in -----------------------------------------------------------
 
-def conv(q, W=S2, b=0.0, pad="same", stride=1):
-    return ("conv", q, W, b, pad, stride)
+def conv(q, W=S2, b=0.0, pad="same", stride=1, fixed=False):
+    return ("conv", q, W, b, pad, stride, fixed)
 
 
-def dense(W=1.0, b=0.0):
-    return ("dense", W, b)
+def dense(W=1.0, b=0.0, fixed=False):
+    return ("dense", W, b, fixed)
 
 
 def layernorm(axes="channels", eps=1e-12):
@@ -113,6 +113,28 @@ def out_spatial(op, spatial):
 
 # -- the NT network ----------------------------------------------------------------------
 
+@stax.layer
+def Freeze():
+    """Placed right after an NT Dense/Conv: makes it a `fixed` layer (SPEC §2.2).
+
+    NT's Dense and Conv compute Θ' = σw²·A(Θ) + Σ' with Σ' their new NNGP, bias included
+    (CONVENTIONS.md §1, §2); a fixed layer's Θ' is σw²·A(Θ), so Θ' − Σ' is exactly the fixed
+    layer's Θ', and everything after it is NT's own recursion.  nt_ref_fixed.py checks
+    the result against the empirical NTK of random finite networks whose fixed layers'
+    parameters are frozen.
+    """
+    def init_fn(rng, input_shape):
+        return input_shape, ()
+
+    def apply_fn(params, inputs, **kwargs):
+        return inputs
+
+    def kernel_fn(k, **kwargs):
+        return k.replace(ntk=None if k.ntk is None else k.ntk - k.nngp)
+
+    return init_fn, apply_fn, kernel_fn
+
+
 def nt_layers(ops, spatial, in_sum=False):
     """NT layers of a list of ops on an input with these spatial sizes."""
     layers, rank = [], len(spatial)
@@ -120,12 +142,14 @@ def nt_layers(ops, spatial, in_sum=False):
     while i < len(ops):
         op, kind = ops[i], ops[i][0]
         if kind == "conv":
-            _, q, W, b, pad, s = op
+            _, q, W, b, pad, s, fixed = op
             layers.append(stax.Conv(WIDTH, (q,) * rank, strides=(s,) * rank, padding=pad.upper(),
                                     W_std=W, b_std=b or None, parameterization="ntk"))
+            layers += [Freeze()] if fixed else []
         elif kind == "dense":
-            layers.append(stax.Dense(WIDTH, W_std=op[1], b_std=op[2] or None,
-                                     parameterization="ntk"))
+            _, W, b, fixed = op
+            layers.append(stax.Dense(WIDTH, W_std=W, b_std=b or None, parameterization="ntk"))
+            layers += [Freeze()] if fixed else []
         elif kind == "relu":
             layers.append(stax.Relu())
         elif kind == "erf":
@@ -147,9 +171,10 @@ def nt_layers(ops, spatial, in_sum=False):
             # + b² (both positions move by the same tap), Θ' = W²·(1/P)·Σ_p Θ[p, p] + K' —
             # Flatten then Dense — and GlobalAvgPool of one position is the identity.
             # check_flatten_dense() shows it equals Flatten + Dense on a serial net.
-            _, W, b = ops[i + 1]
+            _, W, b, fixed = ops[i + 1]
             layers += [stax.Conv(WIDTH, spatial, padding="VALID", W_std=W, b_std=b or None,
                                  parameterization="ntk"), stax.GlobalAvgPool()]
+            layers += [Freeze()] if fixed else []
             spatial = ()
             i += 2
             continue
@@ -273,16 +298,18 @@ class Exact:
         return K
 
     def conv(self, op, K, T):
-        _, q, W, b, pad, s = op
+        _, q, W, b, pad, s, fixed = op
         W, b, r = mp.mpf(W), mp.mpf(b), self.rank(K)
         K2 = W ** 2 * self.window(K, q, s, pad, False) / q ** r + b ** 2
-        return K2, W ** 2 * self.window(T, q, s, pad, False) / q ** r + K2
+        T2 = W ** 2 * self.window(T, q, s, pad, False) / q ** r
+        return K2, T2 if fixed else T2 + K2
 
     def dense(self, op, K, T):
-        W, b = mp.mpf(op[1]), mp.mpf(op[2])
+        _, W, b, fixed = op
+        W, b = mp.mpf(W), mp.mpf(b)
         assert self.rank(K) == 0
         K2 = W ** 2 * K + b ** 2
-        return K2, W ** 2 * T + K2
+        return K2, W ** 2 * T if fixed else W ** 2 * T + K2
 
     def relu(self, op, K, T):
         v1, v2 = self.variances(K)
@@ -595,15 +622,15 @@ dense
 ]
 
 
-def main():
-    check_flatten_dense()
-    out = {"names": np.array([c[0] for c in CASES])}
+def references(cases, seed):
+    """NT's kernels and the exact diagonals of each case (inputs drawn from seed + i)."""
+    out = {"names": np.array([c[0] for c in cases])}
     exact = Exact()
-    for i, (name, shape, net, ops) in enumerate(CASES):
+    for i, (name, shape, net, ops) in enumerate(cases):
         layers, _ = nt_layers(ops, shape[:-1])
         _, _, kfn = stax.serial(*layers)
         kfn = jax.jit(kfn, static_argnames=("get",))
-        rng = np.random.RandomState(700 + i)
+        rng = np.random.RandomState(seed + i)
         x1, x2 = rng.randn(4, *shape), rng.randn(3, *shape)
         k12, k11 = kfn(x1, x2, ("nngp", "ntk")), kfn(x1, None, ("nngp", "ntk"))
         diag = np.array([[float(v) for v in exact(ops, x)] for x in x1])      # [4, 2]
@@ -621,8 +648,13 @@ def main():
         out.update(row)
         print(f"{name:22s} ntk12[0,0] = {float(k12.ntk[0, 0]):.12g}   NT diagonal vs exact: "
               f"nngp {errs[0]:.1e}, ntk {errs[1]:.1e}", flush=True)
+    return out
+
+
+def main():
+    check_flatten_dense()
     path = os.path.join(OUT, "ref_blocks.npz")
-    np.savez_compressed(path, **out)
+    np.savez_compressed(path, **references(CASES, 700))
     print("wrote", path, os.path.getsize(path), "bytes")
 
 
