@@ -83,7 +83,7 @@ def residual(*body):
     return Sum(body, [])
 
 
-RELU, ERF, GAP, FLATTEN = ("relu",), ("erf",), ("gap",), ("flatten",)
+RELU, ERF, GELU, GAP, FLATTEN = ("relu",), ("erf",), ("gelu",), ("gap",), ("flatten",)
 
 
 def geometry(n, q, s, pad):
@@ -154,6 +154,8 @@ def nt_layers(ops, spatial, in_sum=False):
             layers.append(stax.Relu())
         elif kind == "erf":
             layers.append(stax.Erf())
+        elif kind == "gelu":
+            layers.append(stax.Gelu(approximate=False))
         elif kind == "layernorm":
             axis = -1 if op[1] == "channels" else tuple(range(1, rank + 2))
             layers.append(stax.LayerNorm(axis=axis, eps=op[2]))
@@ -320,6 +322,19 @@ class Exact:
         v1, v2 = self.variances(K)
         K2, D = ERF_F(K, v1, v2)
         return K2, D * T
+
+    def gelu(self, op, K, T):
+        """Flat states only (the exact diagonal of one input: u = u' ~ N(0, v)), by
+        quadrature: E[φ(u)²] and E[φ'(u)²], φ(x) = x·Φ(x)."""
+        assert self.rank(K) == 0, "exact gelu: flat states only"
+        s = mp.sqrt(K[()] if isinstance(K, np.ndarray) else K)
+
+        def mean(f):
+            return mp.quad(lambda z: f(s * z) ** 2 * mp.npdf(z), [-mp.inf, 0, mp.inf])
+
+        K2 = mean(lambda u: u * mp.ncdf(u))
+        D = mean(lambda u: mp.ncdf(u) + u * mp.npdf(u))
+        return np.array(K2, dtype=object), T * D
 
     def layernorm(self, op, K, T):
         _, axes, eps = op
