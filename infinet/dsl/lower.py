@@ -105,12 +105,21 @@ class _Lowering:
         return index
 
     def branch(self, statements, start: int) -> tuple[int, bool]:
-        """Lower a branch body reading state ``start``: (its last state, has weights)."""
+        """Lower a branch body reading state ``start``: (its last state, whether that state
+        is independent of ``start`` given the data).
+
+        It is independent when every path from ``start`` to it passes a dense or conv layer
+        of the branch (fresh weights); a path around them — the empty branch, or a nested
+        `residual`/`sum` whose shortcut carries ``start`` on — makes the branch's output
+        contain ``start`` itself, correlated with any other branch that does the same."""
         first = len(self.nodes)
         self.current = start
         self.block(statements)
-        weights = any(n.layer.has_weights for n in self.nodes[first:])
-        return self.current, weights
+        carries = {start: True}
+        for n in self.nodes[first:]:
+            carries[n.index] = (not n.layer.has_weights
+                                and any(carries.get(j, False) for j in n.inputs))
+        return self.current, not carries[self.current]
 
     # -- statements ---------------------------------------------------------------------
     def block(self, statements, top: bool = False) -> None:

@@ -4,9 +4,11 @@ The sum of branches y = b1(x) + b2(x) + … (neural-tangents: FanOut, parallel, 
 has Σ = Σ_b1 + Σ_b2 + … and Θ = Θ_b1 + Θ_b2 + … — but only when the branches are jointly
 Gaussian and independent: every branch's output Gaussian (no nonlinearity after its last
 dense or conv layer, or an empty branch whose input is Gaussian), and at most one branch
-without a dense or conv layer of its own (two such branches are the same or correlated
-functions of x).  Anything else is an error that says why: neural-tangents accepts some
-such sums silently and returns a wrong kernel.
+without a dense or conv layer of its own on every path (two such branches are the same or
+correlated functions of x; a nested block's shortcut is such a path).  The network's
+input data itself is not Gaussian: a branch that carries it is refused.  Anything else is
+an error that says why: neural-tangents accepts some such sums silently and returns a
+wrong kernel.
 
 ``residual { body }`` is ``sum { branch { body } branch { } }``.
 """
@@ -23,6 +25,8 @@ class Branch:
     pos: SourcePos
     label: str                 # "branch 2 of this sum", "the shortcut of this residual"
     empty: bool
+    #: every path through it passes a dense or conv layer of its own, so its output is
+    #: independent of the other branches' (dsl/lower.py: _Lowering.branch)
     has_weights: bool
 
 
@@ -55,6 +59,13 @@ class Sum(Layer):
     def infer(self, inputs: list[StateInfo]) -> StateInfo:
         info = super().infer(inputs)
         for br, state in zip(self.branches, inputs):
+            if state.shape.channels is not None:
+                # a finite channel count: the network's input data itself (or pooled /
+                # normalised data), not the features of a dense or conv layer
+                raise NetError(f"{br.label} is the network's input data itself, not Gaussian "
+                               f"features, so the {self.block}'s kernel is not the sum of its "
+                               f"branches' kernels (neural-tangents refuses it too); put a "
+                               f"dense or conv layer before the {self.block}", br.pos)
             if not state.gaussian:
                 if br.empty:
                     why = "its input comes after a nonlinearity"
@@ -68,10 +79,14 @@ class Sum(Layer):
                                f"kernels; {fix}", br.pos)
         bare = [br for br in self.branches if not br.has_weights]
         if len(bare) > 1:
+            inner = [br for br in bare[:2] if not br.empty]
+            how = (f" on every path ({inner[0].label.split(' of ')[0]} has one, but the "
+                   f"shortcut of a block inside it carries the input around it)"
+                   if inner else "")
             raise NetError(f"{bare[0].label.split(' of ')[0]} and {bare[1].label} have no "
-                           f"dense or conv layer of their own: they are not independent, so "
-                           f"the {self.block}'s kernel is not the sum of theirs; give all but "
-                           f"one branch its own dense or conv layer", bare[1].pos)
+                           f"dense or conv layer of their own{how}: they are not independent, "
+                           f"so the {self.block}'s kernel is not the sum of theirs; give all but "
+                           f"one branch its own dense or conv layer on every path", bare[1].pos)
         return info
 
     def cost(self, inputs, out, demand_in, demand_out, with_ntk):

@@ -51,6 +51,11 @@ class LayerNorm(Elementwise):
         return text + (f" eps={_fmt(self.eps)}" if self.eps != 1e-12 else "")
 
     def infer(self, inputs: list[StateInfo]) -> StateInfo:
+        if inputs[0].shape.channels is not None:
+            # the data itself: its features have a mean that a layer norm would subtract
+            raise NetError("layernorm needs Gaussian features (after a dense or conv layer), "
+                           "not the network's input data, as neural-tangents' LayerNorm does",
+                           self.pos)
         if not inputs[0].gaussian:
             raise NetError("layernorm needs a Gaussian input (after a dense or conv layer, "
                            "not after a nonlinearity), as neural-tangents' LayerNorm does",
