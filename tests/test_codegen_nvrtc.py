@@ -25,10 +25,6 @@ pytestmark = pytest.mark.skipif(not nvrtc.available(), reason="NVRTC not install
 
 ARCHS = ("sm_80", "sm_90")
 STATIC_SHARED_LIMIT = 48 * 1024
-#: Kernels ptxas (NVRTC 13.x) spills today, 4-8 bytes each: a bare __launch_bounds__(256)
-#: lets it cap these at 32 registers (8 blocks per SM) and spill; __launch_bounds__(256, 1)
-#: or none gives 37-52 registers and no spill.  A known defect of the generated code, kept
-#: exact both ways: a new spill fails, and so does a fixed one (remove it from here).
 _RESULTS: dict = {}
 
 
