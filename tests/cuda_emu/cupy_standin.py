@@ -8,6 +8,12 @@ Device().attributes, Stream, runtime.getDeviceCount, the memory pool behave as C
 with the strictness that catches host/device mix-ups: a NumPy array is never converted
 implicitly (``numpy.asarray(device_array)`` and ``device_array + numpy_array`` raise, as
 in CuPy), and new device memory from ``empty`` is poisoned with NaN (0x7ff8 repeated).
+
+Streams queue their work and run it only when something makes them (a synchronisation,
+an event waited for, the legacy null stream's implicit wait for blocking streams), so
+results read back before they are synchronised are stale, as on a GPU; pinned host
+memory (``cuda.alloc_pinned_memory``) makes ``set``/``get(blocking=False)`` asynchronous.
+``STATS`` counts launches, host synchronisations and copies for the runtime's tests.
 """
 from __future__ import annotations
 
@@ -136,7 +142,7 @@ class MemoryPool:
 
 class PinnedMemoryPool:
     def used_bytes(self):
-        return 0
+        return sum(e - s for s, e, r in _PINNED_LIVE.values() if r() is not None)
 
     def free_all_blocks(self):
         pass
@@ -297,36 +303,75 @@ class ndarray:
                         "`.get()` to construct a NumPy array explicitly.")
 
     def get(self, stream=None, order="C", out=None, blocking=True):
-        if out is not None:
-            out[...] = self._a
+        """Device to host.  ``blocking=False`` with a pinned ``out``: queued on ``stream``
+        (the current one by default), done once that stream has run it."""
+        stream = stream if stream is not None else get_current_stream()
+        src = self._a
+        if not blocking:
+            if out is None or not is_pinned(out):
+                raise ValueError("cuda-emu: get(blocking=False) needs a pinned `out` array "
+                                 "(alloc_pinned_memory)")
+            if out.shape != src.shape:
+                raise ValueError("Shape mismatch")
+            STATS.copies.append(("d2h", src.nbytes, stream.ptr, True))
+
+            def copy():
+                out[...] = src
+            stream._enqueue(copy)
             return out
-        return np.array(self._a, order=order, copy=True)
+        STATS.blocking += 1
+        STATS.copies.append(("d2h", src.nbytes, stream.ptr, is_pinned(out)))
+        if stream.ptr == 0:
+            _legacy_order()
+        else:
+            stream._run()
+        if out is not None:
+            out[...] = src
+            return out
+        return np.array(src, order=order, copy=True)
 
     def set(self, arr, stream=None):
+        """Host to device on ``stream`` (the current one by default).  From pinned memory
+        the copy is queued and reads the host memory when it runs (as DMA does); from
+        pageable memory the data is staged at once."""
         if arr.shape != self.shape:
             raise ValueError("Shape mismatch")
-        self._a[...] = arr
+        stream = stream if stream is not None else get_current_stream()
+        pinned = is_pinned(arr)
+        src = arr if pinned else np.array(arr, copy=True)
+        dst = self._a
+        STATS.copies.append(("h2d", dst.nbytes, stream.ptr, pinned))
+
+        def copy():
+            dst[...] = src
+        stream._enqueue(copy)
+
+    def _read(self) -> np.ndarray:
+        """The array as the host reads it synchronously (after the current stream)."""
+        STATS.blocking += 1
+        _order()
+        return self._a
 
     def item(self):
-        return self._a.item()
+        return self._read().item()
 
     def tolist(self):
-        return self._a.tolist()
+        return self._read().tolist()
 
     def __bool__(self):
-        return bool(self._a)
+        return bool(self._read())
 
     def __int__(self):
-        return int(self._a)
+        return int(self._read())
 
     def __float__(self):
-        return float(self._a)
+        return float(self._read())
 
     def __complex__(self):
-        return complex(self._a)
+        return complex(self._read())
 
     def __index__(self):
-        return self._a.__index__()
+        return self._read().__index__()
 
     def __len__(self):
         return len(self._a)
@@ -350,6 +395,8 @@ class ndarray:
         return key._a if isinstance(key, ndarray) else key
 
     def __getitem__(self, key):
+        if not isinstance(key, (int, slice, type(Ellipsis))):
+            _order()           # advanced indexing reads the data (basic indexing: a view)
         k = self._key(key)
         out = self._a[k]
         if not isinstance(out, np.ndarray):
@@ -357,15 +404,18 @@ class ndarray:
         return ndarray._of(out)
 
     def __setitem__(self, key, value):
+        _order()
         if isinstance(value, ndarray):
             value = value._a
         self._a[self._key(key)] = value
 
     # -- methods
     def copy(self, order="C"):
+        _order()
         return ndarray._of(self._a.copy(order=order))
 
     def astype(self, dtype, order="K", casting=None, subok=None, copy=True):
+        _order()
         out = self._a.astype(dtype, order=order, copy=copy)
         return self if out is self._a else ndarray._of(out)
 
@@ -378,6 +428,7 @@ class ndarray:
         return ndarray._of(self._a.reshape(shape, order=order))
 
     def fill(self, value):
+        _order()
         self._a.fill(value)
 
     def __getattr__(self, name):
@@ -388,22 +439,26 @@ class ndarray:
         bound = getattr(self._a, name)
 
         def method(*args, **kwargs):
+            _order()
             return _wrap(bound(*_dev(list(args)), **{k: _dev(v) for k, v in kwargs.items()}))
         return method
 
     # -- NumPy protocols: NumPy functions on device arrays stay on the device
     def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
+        _order()
         ins = [_dev(x) for x in inputs]
         if "out" in kwargs:
             kwargs["out"] = tuple(_dev(o) for o in kwargs["out"])
         return _wrap(getattr(ufunc, method)(*ins, **kwargs))
 
     def __array_function__(self, func, types_, args, kwargs):
+        _order()
         return _wrap(func(*_dev(list(args)), **{k: _dev(v) for k, v in kwargs.items()}))
 
 
 def _binary(name):
     def op(self, other):
+        _order()
         return _wrap(getattr(self._a, name)(_dev(other)))
     op.__name__ = name
     return op
@@ -411,6 +466,7 @@ def _binary(name):
 
 def _unary(name):
     def op(self):
+        _order()
         return _wrap(getattr(self._a, name)())
     op.__name__ = name
     return op
@@ -418,6 +474,7 @@ def _unary(name):
 
 def _inplace(name):
     def op(self, other):
+        _order()
         getattr(self._a, name)(_dev(other))
         return self
     op.__name__ = name
@@ -447,6 +504,7 @@ def empty_like(a, dtype=None, order="K", subok=None, shape=None):
 
 
 def zeros(shape, dtype=float, order="C"):
+    _order()
     return ndarray._of(np.zeros(shape, dtype, order=order))
 
 
@@ -455,6 +513,7 @@ def zeros_like(a, dtype=None, order="K", subok=None, shape=None):
 
 
 def ones(shape, dtype=float, order="C"):
+    _order()
     return ndarray._of(np.ones(shape, dtype, order=order))
 
 
@@ -463,6 +522,7 @@ def ones_like(a, dtype=None, order="K", subok=None, shape=None):
 
 
 def full(shape, fill_value, dtype=None, order="C"):
+    _order()
     return ndarray._of(np.full(shape, _dev(fill_value), dtype, order=order))
 
 
@@ -472,6 +532,7 @@ def full_like(a, fill_value, dtype=None, order="K", subok=None, shape=None):
 
 
 def array(obj, dtype=None, copy=True, order="K", subok=False, ndmin=0, *, blocking=False):
+    _order()
     src = obj._a if isinstance(obj, ndarray) else obj
     out = np.array(src, dtype=dtype, copy=True if copy else None, order=order, ndmin=ndmin)
     if isinstance(obj, ndarray) and out is obj._a:
@@ -480,6 +541,7 @@ def array(obj, dtype=None, copy=True, order="K", subok=False, ndmin=0, *, blocki
 
 
 def asarray(a, dtype=None, order=None, *, blocking=False):
+    _order()
     if isinstance(a, ndarray):
         out = np.asarray(a._a, dtype=dtype, order=order)
         return a if out is a._a else ndarray._of(out)
@@ -490,6 +552,7 @@ asanyarray = asarray
 
 
 def ascontiguousarray(a, dtype=None):
+    _order()
     if not isinstance(a, ndarray):
         _unsupported(a)
     out = np.ascontiguousarray(a._a, dtype=dtype)
@@ -498,7 +561,7 @@ def ascontiguousarray(a, dtype=None):
 
 def asnumpy(a, stream=None, order="C", out=None, blocking=True):
     if isinstance(a, ndarray):
-        return a.get(order=order, out=out)
+        return a.get(stream=stream, order=order, out=out, blocking=blocking)
     return np.asarray(a, order=order)
 
 
@@ -523,7 +586,7 @@ class Device:
         return None
 
     def synchronize(self):
-        return None
+        _synchronize_device()
 
     def __enter__(self):
         return self
@@ -544,42 +607,119 @@ class Device:
         return f"<CUDA Device {self.id}>"
 
 
+class Stats:
+    """What the emulated device was asked to do (tests read it: structure, never time).
+
+    ``launches``: (kernel, grid, block, items, stream) per kernel launch, ``items`` being
+    the last argument when it is an integer; ``syncs``: the host synchronisations asked for
+    explicitly (``stream``, ``event``, ``device``); ``blocking``: device reads that made the
+    host wait implicitly (``get()``/``asnumpy``/``item()``/``bool()`` of a device array);
+    ``copies``: (direction, bytes, stream, pinned) per ``set``/``get``."""
+
+    def __init__(self):
+        self.reset()
+
+    def reset(self) -> None:
+        self.launches: list[tuple] = []
+        self.syncs: list[str] = []
+        self.blocking = 0
+        self.copies: list[tuple] = []
+
+
+STATS = Stats()
+
+
 class Event:
+    """A point in a stream's queue: complete once the stream has run everything issued
+    on it before ``record``."""
+
     def __init__(self, block=False, disable_timing=False, interprocess=False):
-        self.done = True
+        self._stream: "Stream | None" = None
+        self._mark = 0
+
+    @property
+    def done(self) -> bool:
+        return self._stream is None or self._stream._executed >= self._mark
 
     def record(self, stream=None):
-        pass
+        stream = stream if stream is not None else get_current_stream()
+        if stream.ptr == 0:
+            _legacy_order()
+        self._stream, self._mark = stream, stream._issued
+
+    def _complete(self) -> None:
+        if self._stream is not None:
+            self._stream._run(self._mark)
 
     def synchronize(self):
-        pass
+        STATS.syncs.append("event")
+        self._complete()
+
+
+_STREAMS: "weakref.WeakSet[Stream]" = weakref.WeakSet()
+_CURRENT: list = []
 
 
 class Stream:
-    """Launches run synchronously: every stream is always done."""
+    """A queue of device work, run in order, on the host, only when something makes it
+    run: ``synchronize()``, an event of it being synchronized or waited for by a stream
+    that runs, a device-wide synchronisation, or — for the blocking streams
+    (``non_blocking=False``) — any operation on the legacy null stream, which waits for
+    them as in CUDA.  The null stream runs its work at once.  So work read back before it
+    is synchronised reads stale (poisoned) memory, as it may on a GPU."""
 
     null: "Stream"
 
     def __init__(self, null=False, non_blocking=False, ptds=False):
         self.ptr = 0 if null else id(self)
-        self.done = True
+        self.non_blocking = bool(non_blocking)
+        self._queue: list[tuple[int, object]] = []
+        self._issued = 0
+        self._executed = 0
+        self._running = False
+        if not null:
+            _STREAMS.add(self)
+
+    @property
+    def done(self) -> bool:
+        return not self._queue
+
+    def _enqueue(self, op) -> None:
+        if self.ptr == 0:
+            _legacy_order()
+            op()
+            return
+        self._issued += 1
+        self._queue.append((self._issued, op))
+
+    def _run(self, upto: int | None = None) -> None:
+        while self._queue and (upto is None or self._queue[0][0] <= upto):
+            seq, op = self._queue.pop(0)
+            op()
+            self._executed = seq
 
     def synchronize(self):
-        pass
+        STATS.syncs.append("stream")
+        self._run()
 
     def use(self):
+        _CURRENT[:] = [self]
         return self
 
     def record(self, event=None):
-        return event or Event()
+        event = event or Event()
+        event.record(self)
+        return event
 
     def wait_event(self, event):
-        pass
+        self._enqueue(event._complete)
 
     def __enter__(self):
+        _CURRENT.append(self)
         return self
 
     def __exit__(self, *exc):
+        _CURRENT.pop()
         return False
 
 
@@ -587,7 +727,57 @@ Stream.null = Stream(null=True)
 
 
 def get_current_stream(device_id=None):
-    return Stream.null
+    return _CURRENT[-1] if _CURRENT else Stream.null
+
+
+def _legacy_order() -> None:
+    """Work on the legacy null stream waits for every blocking stream."""
+    for s in list(_STREAMS):
+        if not s.non_blocking:
+            s._run()
+
+
+def _order() -> None:
+    """Before an operation the stand-in runs at once (NumPy-level array work, host
+    transfers): what is issued before it on the current stream runs first."""
+    s = get_current_stream()
+    if s.ptr == 0:
+        _legacy_order()
+    else:
+        s._run()
+
+
+def _synchronize_device() -> None:
+    STATS.syncs.append("device")
+    for s in list(_STREAMS):
+        s._run()
+
+
+# ---- pinned (page-locked) host memory -------------------------------------------------------
+_PINNED_LIVE: dict[int, tuple[int, int, weakref.ref]] = {}
+
+
+def alloc_pinned_memory(size: int):
+    """Page-locked host memory (``np.frombuffer(mem, dtype, count)`` views it): the host
+    memory asynchronous copies need."""
+    size = max(1, int(size))
+    kind = type("PinnedMemoryPointer", (ctypes.c_ubyte * size,),
+                {"__slots__": ("ptr", "size")})
+    mem = kind()
+    mem.ptr, mem.size = ctypes.addressof(mem), size
+    key = id(mem)
+    _PINNED_LIVE[key] = (mem.ptr, mem.ptr + size, weakref.ref(mem))
+    weakref.finalize(mem, _PINNED_LIVE.pop, key, None)
+    return mem
+
+
+def is_pinned(a) -> bool:
+    """Whether a host array lies in pinned memory from ``alloc_pinned_memory``."""
+    if not isinstance(a, np.ndarray) or a.nbytes == 0:
+        return False
+    lo = _address(a)
+    return any(s <= lo and lo + a.nbytes <= e and r() is not None
+               for s, e, r in _PINNED_LIVE.values())
 
 
 def _properties(device=0):
@@ -607,7 +797,7 @@ def _properties(device=0):
 runtime = _Namespace(
     "cupy.cuda.runtime", CUDARuntimeError=CUDARuntimeError, is_hip=False,
     getDeviceCount=lambda: 1, getDevice=lambda: 0, setDevice=lambda d: Device(d) and None,
-    getDeviceProperties=_properties, deviceSynchronize=lambda: None,
+    getDeviceProperties=_properties, deviceSynchronize=_synchronize_device,
     memGetInfo=lambda: Device(0).mem_info, runtimeGetVersion=lambda: 12080,
     driverGetVersion=lambda: 12080,
     deviceGetAttribute=lambda attr, device=0: ATTRIBUTES.get(attr, 0))
@@ -736,8 +926,14 @@ class RawKernel:
                  enable_cooperative_groups=False):
         if not isinstance(grid, tuple) or not isinstance(block, tuple):
             raise TypeError("grid and block must be tuples (as in cupy's Function.__call__)")
-        kernels.launch(self._kernel(), grid, block, tuple(args), int(shared_mem),
-                       self.max_dynamic_shared_size_bytes, sys.modules[__name__])
+        kernel, args = self._kernel(), tuple(args)
+        shared_mem, limit = int(shared_mem), self.max_dynamic_shared_size_bytes
+        stream = stream if stream is not None else get_current_stream()
+        items = args[-1] if args and isinstance(args[-1], (int, np.integer)) else None
+        STATS.launches.append((self.name, grid, block, None if items is None else int(items),
+                               stream.ptr))
+        stream._enqueue(lambda: kernels.launch(kernel, grid, block, args, shared_mem, limit,
+                                               sys.modules[__name__]))
 
 
 class RawModule:
@@ -817,6 +1013,7 @@ class _Wrapped(types.ModuleType):
             return sub
         if callable(value) and not isinstance(value, type):
             def fn(*args, **kwargs):
+                _order()
                 return _wrap(value(*_dev(list(args)), **{k: _dev(v) for k, v in kwargs.items()}))
             fn.__name__ = attr
             setattr(self, attr, fn)
@@ -828,6 +1025,7 @@ def _make_module() -> types.ModuleType:
     cuda = _Namespace(
         "cupy.cuda", runtime=runtime, driver=driver, compiler=compiler, memory=memory,
         Device=Device, Stream=Stream, Event=Event, MemoryPointer=MemoryPointer,
+        alloc_pinned_memory=alloc_pinned_memory,
         MemoryPool=MemoryPool, get_current_stream=get_current_stream,
         is_available=lambda: True, get_device_id=lambda: 0,
         set_allocator=lambda allocator=None: None,
