@@ -2,9 +2,21 @@
 
 One ``cupy.RawModule`` per network source (held per process, keyed by sha256 of the
 source; CuPy's own on-disk cache, keyed by source, options and architecture, keeps the
-binary across processes).  Every stage is one kernel launch over (item, plane) work
-items, one thread block each; a tail kernel finishes each pair.  ``--fmad=false`` keeps
-the arithmetic identical to the CPU target and the NumPy reference (see math.j2).
+binary across processes).  Every stage is a kernel over (item, plane) work items, one
+thread block each; a tail kernel finishes each pair.  ``--fmad=false`` keeps the
+arithmetic identical to the CPU target and the NumPy reference (see math.j2).
+
+How a call runs (sizes and constants: batching.py).  One ``pairs`` call is a whole tile
+(``device_batches``) and ends in exactly one host synchronisation.  Its pairs run as
+*launch sequences* of as many pairs as the device footprint allows (the pass's
+materialised states and readout partials, two slots of row indices and outputs; the
+free device memory read when the call starts, less a margin, within a fixed cap): the
+rows of sequence c+1 upload from pinned host memory on a copy stream while sequence c
+computes on the compute stream (events order them), and each sequence's results are
+copied back asynchronously into pinned memory.  Every stage (and tail) launch covers at
+most ``launch_pairs`` items, so that no launch is predicted to exceed LAUNCH_SECONDS at
+a conservative throughput (a desktop GPU's display watchdog).  Values do not depend on
+any of these sizes: every pair is computed on its own.
 
 NOTE: this module needs CuPy and a CUDA device (or the test suite's host emulation of
 one, tests/cuda_emu); it is exercised by the ``cuda`` tests and benchmarks/gpu_check.sh.
@@ -21,12 +33,11 @@ from ..codegen.program import KernelProgram
 from ..codegen.render import SHARED_LIMIT
 from ..dtypes import DTYPES
 from ..errors import InfinetError
+from . import batching
 from .compiled import VarianceTables, pack
 from .executor import Executor
 
 NVRTC_OPTIONS = ("--std=c++17", "--fmad=false")
-#: device memory for the materialised states of one launch sequence
-DEVICE_BUDGET = 2 * 2 ** 30
 _MODULES: dict[str, object] = {}
 
 
@@ -54,6 +65,9 @@ def module_for(source: str):
 
 class CudaExecutor(Executor):
     name = "cuda"
+    #: batches and tiles sized here, from the device footprint (batching.py)
+    device_batches = True
+    tile_work = batching.DEVICE_TILE_WORK
 
     def __init__(self, program: KernelProgram, source: str, dtype, ntk: bool = True):
         if not cuda_usable():
@@ -68,10 +82,101 @@ class CudaExecutor(Executor):
         self.module = module_for(self.source)
         self.suffix = DTYPES[self.dtype.name].suffix
         dev = cupy.cuda.Device()
-        self.max_blocks = dev.attributes["MultiProcessorCount"] * 32
+        self.sms = int(dev.attributes["MultiProcessorCount"])
+        self.max_blocks = self.sms * 32
         self._uploads: dict = {}
+        self._functions: dict = {}
+        self._pinned: dict = {}
+        self._staged = None          # the event of the last input upload
+        #: device work runs on ``compute``; host-to-device and device-to-host copies of
+        #: row indices and results on ``copy`` (both non-blocking: no implicit ordering
+        #: with the legacy null stream — every dependency is an event)
+        self.compute = cupy.cuda.Stream(non_blocking=True)
+        self.copy = cupy.cuda.Stream(non_blocking=True)
+
+    # -- sizes (pure functions of the program and the device) ------------------------------
+    def pass_work(self, pas, ops) -> float:
+        """Work (flops + 20 per transcendental) per item of ``ops``: the plan's per-pair
+        (per-input: self pass) cost of the nodes they compute — an upper bound (a node
+        that a stage reloads from a materialised state is counted again)."""
+        from .tiles import TRANSCENDENTAL_FLOPS
+        nodes = self.plan.nodes
+        total = 0.0
+        for index in {op.index for op in ops}:
+            c = nodes[index].self_cost if pas.pass_ == "self" else nodes[index].pair_cost
+            total += c.flops + TRANSCENDENTAL_FLOPS * c.transcendentals + c.entries
+        return max(total, 1.0)
+
+    def tail_work(self, pas) -> float:
+        """Work per item of a pass's tail: its flat ops and the readout partials it sums."""
+        partials = sum(st.nplanes * (2 if st.sink_t else 1) for st in pas.stages
+                       if st.partials)
+        return self.pass_work(pas, pas.tail) + partials if pas.tail else float(partials + 1)
+
+    def footprint(self, pas) -> tuple[int, int]:
+        """(device bytes per item of a launch sequence, bytes a sequence holds whatever
+        its size: the global scratch of stages whose planes exceed shared memory)."""
+        itemsize = self.dtype.itemsize
+        per_item = batching.device_pair_bytes(pas.buffer_entries(), itemsize)
+        fixed = max((self.max_blocks * st.scratch * itemsize for st in pas.stages
+                     if st.scratch * itemsize > SHARED_LIMIT), default=0)
+        return per_item, fixed
+
+    def free_memory(self) -> int:
+        """Device memory free for a launch sequence now (the driver's, plus what CuPy's
+        memory pool holds unused)."""
+        cp = self.cp
+        free = int(cp.cuda.Device().mem_info[0])
+        return free + int(cp.get_default_memory_pool().free_bytes())
+
+    def sequence_size(self, pas, items: int) -> int:
+        per_item, fixed = self.footprint(pas)
+        return min(items, batching.sequence_pairs(per_item, self.free_memory(), fixed))
+
+    def launch_size(self, work_per_item: float) -> int:
+        return batching.launch_pairs(work_per_item, self.sms, self.dtype.name)
 
     # -- helpers ---------------------------------------------------------------------------
+    def _fn(self, name: str):
+        f = self._functions.get(name)
+        if f is None:
+            f = self._functions[name] = self.module.get_function(f"{name}_{self.suffix}")
+        return f
+
+    def _pinned_buffer(self, key: str, n: int, dtype) -> np.ndarray:
+        """A reusable pinned host array of at least ``n`` elements (grown as needed)."""
+        dtype = np.dtype(dtype)
+        buf = self._pinned.get(key)
+        if buf is None or buf.size < n or buf.dtype != dtype:
+            size = max(n, 2 * (buf.size if buf is not None and buf.dtype == dtype else 0), 1)
+            mem = self.cp.cuda.alloc_pinned_memory(size * dtype.itemsize)
+            buf = self._pinned[key] = np.frombuffer(mem, dtype, size)
+        return buf[:n]
+
+    def _after_current(self) -> None:
+        """The compute stream waits for what the caller issued on its current stream
+        (device inputs, tables made there)."""
+        cp = self.cp
+        ev = cp.cuda.Event(disable_timing=True)
+        ev.record(cp.cuda.get_current_stream())
+        self.compute.wait_event(ev)
+
+    def _upload(self, host: np.ndarray):
+        """``host`` on the device through pinned memory and the copy stream; the compute
+        stream waits for it (no host synchronisation)."""
+        cp = self.cp
+        if self._staged is not None:
+            self._staged.synchronize()   # the staging buffer's previous copy has run
+        staged = self._pinned_buffer("upload", host.size, host.dtype).reshape(host.shape)
+        np.copyto(staged, host)
+        with self.copy:
+            dev = cp.empty(host.shape, host.dtype)
+        dev.set(staged, stream=self.copy)
+        self._staged = cp.cuda.Event(disable_timing=True)
+        self._staged.record(self.copy)
+        self.compute.wait_event(self._staged)
+        return dev
+
     def _dev(self, x):
         """x on the device as a contiguous [N, features] array of the executor's dtype."""
         cp = self.cp
@@ -81,69 +186,161 @@ class CudaExecutor(Executor):
         hit = self._uploads.get(key)
         if hit is not None and hit[0] is x:
             return hit[1]
-        arr = cp.asarray(np.ascontiguousarray(x, dtype=self.dtype).reshape(len(x), -1))
+        arr = self._upload(np.ascontiguousarray(x, dtype=self.dtype).reshape(len(x), -1))
         if len(self._uploads) > 4:
             self._uploads.clear()
         self._uploads[key] = (x, arr)
         return arr
 
-    def _run_pass(self, pas, items: int, x1, x2, r1, r2, vt1, vt2, vrec, out_k, out_t):
-        cp = self.cp
-        null = np.uint64(0)
+    # -- launches: geometry of one stage launch ---------------------------------------------
+    def _launch_stage(self, st, head, items: int, gscratch) -> None:
+        work = items * st.nplanes
+        grid = int(min(work, self.max_blocks))
+        self._fn(st.name)((grid,), (st.threads,), head + (gscratch, np.int64(items)),
+                          stream=self.compute)
+
+    def _launch_flat(self, name: str, head, items: int) -> None:
+        self._fn(name)((math.ceil(items / 128),), (128,), head + (np.uint64(0),
+                                                                   np.int64(items)),
+                       stream=self.compute)
+
+    def _gscratch(self, pas):
         itemsize = self.dtype.itemsize
-        per_item = max(1, pas.buffer_entries())
-        chunk = max(1, min(items, DEVICE_BUDGET // (per_item * itemsize)))
-        for c0 in range(0, items, chunk):
-            n = min(chunk, items - c0)
-            rows1, rows2 = r1[c0:c0 + n], r2[c0:c0 + n]
-            ok = null if out_k is None else out_k[c0:c0 + n]
-            ot = null if out_t is None else out_t[c0:c0 + n]
-            buffers = {name: cp.empty(n * entries, self.dtype)
-                       for name, entries, _ in pas.buffers}
-            named = tuple(buffers.get(name, null) for name in self.program.buffer_names)
-            head = (x1, x2, rows1, rows2, vt1, vt2, vrec, ok, ot) + named
-            for k, st in enumerate(pas.stages):
-                work = n * st.nplanes
-                grid = int(min(work, self.max_blocks))
-                gscratch = null
-                if st.scratch * itemsize > SHARED_LIMIT:
-                    gscratch = cp.empty(grid * st.scratch, self.dtype)
-                kern = self.module.get_function(f"{st.name}_{self.suffix}")
-                kern((grid,), (st.threads,), head + (gscratch, np.int64(n)))
-                for after, state, *_ in pas.reductions:
-                    if after == k:
-                        mean = self.module.get_function(f"{pas.pass_}_mean{state}_{self.suffix}")
-                        mean((math.ceil(n / 128),), (128,), head + (null, np.int64(n)))
-            tail = self.module.get_function(f"{pas.pass_}_tail_{self.suffix}")
-            tail((math.ceil(n / 128),), (128,), head + (null, np.int64(n)))
+        need = max((self.max_blocks * st.scratch for st in pas.stages
+                    if st.scratch * itemsize > SHARED_LIMIT), default=0)
+        if not need:
+            return np.uint64(0)
+        with self.compute:
+            return self.cp.empty(need, self.dtype)
+
+    # -- a launch sequence: every stage over n items, chunked in time --------------------------
+    def _sequence(self, pas, n: int, x1, x2, rows1, rows2, vt1, vt2, vrec, ok, ot, buffers,
+                  gscratch) -> None:
+        null = np.uint64(0)
+
+        def head(a: int):
+            named = tuple(buffers[name][a * entries:] if name in buffers else null
+                          for name, entries in self._buffer_entries(pas))
+            return (x1, x2, rows1[a:], rows2[a:], vt1, vt2, vrec,
+                    null if ok is None else ok[a:], null if ot is None else ot[a:]) + named
+
+        for k, st in enumerate(pas.stages):
+            for a, m in batching.launch_chunks(n, self.launch_size(self.pass_work(pas,
+                                                                                st.nodes))):
+                self._launch_stage(st, head(a), m, gscratch)
+            for after, state, *_ in pas.reductions:
+                if after == k:
+                    self._launch_flat(f"{pas.pass_}_mean{state}", head(0), n)
+        for a, m in batching.launch_chunks(n, self.launch_size(self.tail_work(pas))):
+            self._launch_flat(f"{pas.pass_}_tail", head(a), m)
+
+    def _buffer_entries(self, pas):
+        sizes = {name: entries for name, entries, _ in pas.buffers}
+        return [(name, sizes.get(name, 0)) for name in self.program.buffer_names]
+
+    def _buffers(self, pas, seq: int) -> dict:
+        with self.compute:
+            return {name: self.cp.empty(seq * entries, self.dtype)
+                    for name, entries, _ in pas.buffers}
+
+    # -- a pass over device rows (self pass; CuPy callers) ------------------------------------
+    def _run_device(self, pas, items: int, x1, x2, r1, r2, vt1, vt2, vrec, out_k, out_t):
+        """Enqueue ``pas`` over ``items`` items whose rows and outputs are on the device."""
+        seq = self.sequence_size(pas, items)
+        buffers = self._buffers(pas, seq)
+        gscratch = self._gscratch(pas)
+        for c0 in range(0, items, seq):
+            n = min(seq, items - c0)
+            self._sequence(pas, n, x1, x2, r1[c0:c0 + n], r2[c0:c0 + n], vt1, vt2, vrec,
+                           None if out_k is None else out_k[c0:c0 + n],
+                           None if out_t is None else out_t[c0:c0 + n], buffers, gscratch)
+
+    # -- the pair pass over host rows: pinned uploads overlapped, one synchronisation ------------
+    def _run_host(self, pas, x1, x2, rows1, rows2, vt1, vt2):
+        """K and Θ (host arrays) of the pairs (rows1[i], rows2[i]): launch sequences
+        double-buffered between the copy and the compute stream; the host waits once."""
+        cp = self.cp
+        b = len(rows1)
+        seq = self.sequence_size(pas, b)
+        nseq = math.ceil(b / seq)
+        rows = self._pinned_buffer("rows", 2 * b, np.int64).reshape(2, b)
+        rows[0] = rows1
+        rows[1] = rows2
+        res = self._pinned_buffer("results", 2 * b, self.dtype).reshape(2, b)
+        slots = min(batching.SEQUENCE_SLOTS, nseq)
+        with self.copy:
+            drows = [cp.empty((2, seq), cp.int64) for _ in range(slots)]
+        with self.compute:
+            douts = [cp.empty((2, seq), self.dtype) for _ in range(slots)]
+        buffers = self._buffers(pas, seq)
+        gscratch = self._gscratch(pas)
+
+        def upload(c: int):
+            c0, n = c * seq, min(seq, b - c * seq)
+            for i in (0, 1):         # contiguous pinned source, contiguous device target
+                drows[c % slots][i, :n].set(rows[i, c0:c0 + n], stream=self.copy)
+            up = cp.cuda.Event(disable_timing=True)
+            up.record(self.copy)
+            return up
+
+        uploaded = upload(0)
+        for c in range(nseq):
+            c0, n = c * seq, min(seq, b - c * seq)
+            self.compute.wait_event(uploaded)
+            if c + 1 < nseq:
+                # the next rows go up while this sequence computes (their slot's previous
+                # user, sequence c - 1, was read back before on the copy stream)
+                uploaded = upload(c + 1)
+            r, o = drows[c % slots], douts[c % slots]
+            self._sequence(pas, n, x1, x2, r[0], r[1], vt1, vt2, np.uint64(0), o[0], o[1],
+                           buffers, gscratch)
+            computed = cp.cuda.Event(disable_timing=True)
+            computed.record(self.compute)
+            self.copy.wait_event(computed)
+            for i in (0, 1):
+                o[i, :n].get(stream=self.copy, out=res[i, c0:c0 + n], blocking=False)
+        self.copy.synchronize()          # the one host synchronisation of the call
+        return res[0].copy(), res[1].copy()
 
     # -- the executor interface --------------------------------------------------------------
     def _self_variances(self, x) -> VarianceTables:
         cp = self.cp
+        self._after_current()
         xd = self._dev(x)
         n = len(xd)
-        packed = cp.zeros((n, max(self.program.vt_size, 1)), self.dtype)
-        if self.program.self_.active:
+        with self.compute:
+            packed = cp.zeros((n, max(self.program.vt_size, 1)), self.dtype)
             rows = cp.arange(n, dtype=cp.int64)
-            self._run_pass(self.program.self_, n, xd, xd, rows, rows, packed, packed, packed,
-                           None, None)
+        if self.program.self_.active and n:
+            self._run_device(self.program.self_, n, xd, xd, rows, rows, packed, packed,
+                             packed, None, None)
+        self.compute.synchronize()       # the tables are read by the caller
         return VarianceTables.from_packed(self.program, packed)
 
     def _pairs(self, x1, x2, rows1, rows2, v1, v2):
         cp = self.cp
         on_device = isinstance(x1, cp.ndarray)
+        self._after_current()
         d1 = self._dev(x1)
         d2 = d1 if x2 is x1 else self._dev(x2)
-        r1 = cp.asarray(rows1, dtype=cp.int64)
-        r2 = cp.asarray(rows2, dtype=cp.int64)
-        vt1 = pack(self.program, v1, len(d1), self.dtype, xp=cp)
-        vt2 = vt1 if v2 is v1 else pack(self.program, v2, len(d2), self.dtype, xp=cp)
-        b = len(r1)
-        out_k = cp.full(b, cp.nan, self.dtype)
-        out_t = cp.full(b, cp.nan, self.dtype)
+        with self.compute:
+            vt1 = pack(self.program, v1, len(d1), self.dtype, xp=cp)
+            vt2 = vt1 if v2 is v1 else pack(self.program, v2, len(d2), self.dtype, xp=cp)
+        b = len(rows1)
+        if not on_device and not isinstance(rows1, cp.ndarray):
+            if not b:
+                return np.empty(0, self.dtype), np.empty(0, self.dtype)
+            return self._run_host(self.pair_pass, d1, d2, np.asarray(rows1),
+                                  np.asarray(rows2), vt1, vt2)
+        with self.compute:
+            r1 = cp.asarray(rows1, dtype=cp.int64)
+            r2 = cp.asarray(rows2, dtype=cp.int64)
+            out_k = cp.empty(b, self.dtype)
+            out_t = cp.empty(b, self.dtype)
         if b:
-            self._run_pass(self.pair_pass, b, d1, d2, r1, r2, vt1, vt2, np.uint64(0),
-                           out_k, out_t)
+            self._run_device(self.pair_pass, b, d1, d2, r1, r2, vt1, vt2, np.uint64(0),
+                             out_k, out_t)
+        self.compute.synchronize()
         if on_device:
             return out_k, out_t
         return cp.asnumpy(out_k), cp.asnumpy(out_t)

@@ -8,8 +8,9 @@
     DIR/ntk.partial.npy      their space reserved up front); renamed to nngp.npy /
                              ntk.npy once every tile is done
     DIR/tiles.sha256         journal: one line per finished tile with the sha256 of its
-                             values, appended after the values are on disk (msync), then
-                             fsync'ed; kept when the run is complete
+                             values, appended after the values are on disk (an msync of
+                             the byte ranges the tile wrote, page-aligned: not of the
+                             whole arrays), then fsync'ed; kept when the run is complete
     DIR/.lock                held (flock) while a run writes the directory
 
 A tile counts as done only when its journal line is intact *and* the values on disk
@@ -28,6 +29,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import json
+import mmap
 import os
 import time
 import warnings
@@ -386,8 +388,10 @@ class DirStore(Store):
         nngp, ntk = self.arrays["nngp"], self.arrays["ntk"]
         with self._io("writing a tile"):
             place_tile((nngp, ntk), tile, (K, T))
-            nngp.flush()       # msync: the values are on disk before the journal says so
-            ntk.flush()
+            # msync of what the tile wrote: on disk before the journal says so
+            for arr in (nngp, ntk):
+                for start, stop in tile_byte_ranges(tile, arr.shape[1]):
+                    flush_range(arr, start, stop)
         reached("dir.tile-written")
         return tile_digest(tile, (K, T))
 
@@ -461,6 +465,48 @@ class DirStore(Store):
         with contextlib.suppress(OSError):
             os.rmdir(self.path)
         fsync_dir(os.path.dirname(os.path.abspath(self.path)))
+
+
+def tile_byte_ranges(tile, n2: int, itemsize: int = 8) -> list[tuple[int, int]]:
+    """[start, stop) byte ranges of a C-order [N1, n2] array that a tile writes, relative
+    to the array's first byte: from its first row's first column to its last row's last
+    column, for its block and (mirrored tiles) the block's mirror image."""
+    out = []
+    for rows, cols, _ in tile.regions():
+        if rows.stop > rows.start and cols.stop > cols.start:
+            out.append(((rows.start * n2 + cols.start) * itemsize,
+                        ((rows.stop - 1) * n2 + cols.stop) * itemsize))
+    return out
+
+
+def flush_range(arr: np.memmap, start: int, stop: int) -> None:
+    """msync (MS_SYNC) the pages of a memory-mapped array that hold its bytes
+    [start, stop): they are on disk when this returns (Linux msync writes back and waits
+    for the file range, as fdatasync does for it)."""
+    if stop <= start:
+        return
+    mm = arr._mmap
+    if mm is None:          # not a memory map of its own (a view): the whole map
+        arr.flush()
+        return
+    base = arr.ctypes.data - _map_address(mm)      # where the array starts in the map
+    lo = (base + start) // mmap.PAGESIZE * mmap.PAGESIZE
+    hi = min(base + stop, len(mm))
+    _msync(mm, lo, hi - lo)
+
+
+def _msync(mm: mmap.mmap, offset: int, size: int) -> None:
+    mm.flush(offset, size)
+
+
+def _map_address(mm: mmap.mmap) -> int:
+    """The address of a mmap's first byte."""
+    import ctypes
+    first = ctypes.c_char.from_buffer(mm)
+    try:
+        return ctypes.addressof(first)
+    finally:
+        del first            # the buffer export ends here (the map stays closable)
 
 
 def _holder(fd: int) -> str:
