@@ -285,3 +285,40 @@ def test_finished_tiles_are_flushed_by_range_not_whole(tmp_path, monkeypatch):
     assert sorted(w.rsplit("/", 1)[-1] for w in whole) == ["nngp.partial.npy",
                                                            "ntk.partial.npy"]
     np.testing.assert_array_equal(np.asarray(res.ntk), evaluate(ref, x1, None).ntk)
+
+
+CHILD = """
+import sys, numpy as np, cuda_emu, infinet
+from codegen_cases import inputs
+from infinet.runtime.evaluate import evaluate_tiled
+with cuda_emu.activated(emulator=%(emulated)r):
+    k = infinet.compile(%(net)r)
+    x1, _ = inputs(k.plan, seed=4, n1=40, n2=1)
+    evaluate_tiled(k.executor("cuda", "float64"), x1, None, out=sys.argv[1], tile=15)
+"""
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("point", ["dir.tile-written@3", "dir.tile-recorded@4"])
+def test_cuda_run_killed_at_a_tile_resumes_bit_identical(tmp_path, point, cuda_device):
+    """A process running the CUDA executor into --out DIR, SIGKILLed at a tile's kill
+    point (a fresh interpreter: the emulator's threads do not survive a fork), resumes
+    from the tiles it recorded, bit-identical to an uninterrupted run."""
+    import os
+    import subprocess
+    import sys
+    k = infinet.compile(TINY)
+    x1, _ = inputs(k.plan, seed=4, n1=40, n2=1)
+    want = evaluate_tiled(k.executor("cuda", "float64"), x1, None, tile=15)
+    out = str(tmp_path / "K")
+    here = os.path.dirname(os.path.abspath(__file__))
+    env = dict(os.environ, INFINET_KILLPOINT=point,
+               PYTHONPATH=os.pathsep.join([here, os.environ.get("PYTHONPATH", "")]))
+    code = CHILD % {"emulated": cuda_device == "emulator", "net": TINY}
+    proc = subprocess.run([sys.executable, "-c", code, out], env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == -9, proc.stderr[-2000:]       # killed there
+    got = evaluate_tiled(k.executor("cuda", "float64"), x1, None, out=out, tile=15)
+    assert 0 < got.pairs_computed < 40 * 41 // 2          # resumed, not started over
+    for kind in ("nngp", "ntk"):
+        assert np.array_equal(np.asarray(getattr(got, kind)), getattr(want, kind))

@@ -49,7 +49,7 @@ ROW_INDEX_BYTES = 8          # int64
 #: kills kernels after ~2 s on Windows (TDR) and ~5 s under X11).
 LAUNCH_SECONDS = 1.0
 #: The conservative throughput the launch bound is predicted with: work units (flops +
-#: 20 per transcendental, as the plan counts them) per second per streaming
+#: 20 per transcendental + 1 per entry, as the plan counts them) per second per streaming
 #: multiprocessor.  An SM of a desktop GPU issues ~2e11 lane-instructions/s and the
 #: generated kernels issue ~4 instructions per work unit (~5e10 work/s at full issue): the
 #: float32 figure is 12x below that; float64 runs at 1/32-1/64 of float32 on desktop

@@ -96,9 +96,9 @@ class CudaExecutor(Executor):
 
     # -- sizes (pure functions of the program and the device) ------------------------------
     def pass_work(self, pas, ops) -> float:
-        """Work (flops + 20 per transcendental) per item of ``ops``: the plan's per-pair
-        (per-input: self pass) cost of the nodes they compute — an upper bound (a node
-        that a stage reloads from a materialised state is counted again)."""
+        """Work (flops + 20 per transcendental + 1 per entry) per item of ``ops``: the
+        plan's per-pair (per-input: self pass) cost of the nodes they compute — an upper
+        bound (a node that a stage reloads from a materialised state is counted again)."""
         from .tiles import TRANSCENDENTAL_FLOPS
         nodes = self.plan.nodes
         total = 0.0
