@@ -226,6 +226,34 @@ def test_stage_launches_are_split_when_the_cost_model_says_so(monkeypatch):
 
 
 @pytest.mark.cuda
+def test_inputs_and_tables_upload_through_pinned_staging(monkeypatch):
+    import cupy as cp
+
+    from infinet.runtime import cuda
+    k = infinet.compile(TINY)
+    gpu = k.executor("cuda", "float64")
+    x1, _ = inputs(k.plan, seed=6, n1=40, n2=1)            # 40 x 2 float64: 640 bytes
+    monkeypatch.setattr(cuda, "UPLOAD_STAGE", 128)
+    emulated = getattr(cp, "__cuda_emu__", False)
+    if emulated:
+        from cuda_emu.cupy_standin import STATS
+        STATS.reset()
+    v1 = gpu.self_variances(x1)
+    if emulated:                                       # five 128-byte pinned chunks
+        assert [c[1:] for c in STATS.copies if c[0] == "h2d"] == [(128, gpu.copy.ptr, True)] * 5
+    rows, cols = np.triu_indices(40)
+    k_dev, t_dev = gpu.pairs(x1, x1, rows, cols, v1, v1)
+    # tables made elsewhere (host arrays): packed on the host, uploaded the same way
+    ref = ReferenceExecutor(k.plan, "float64")
+    vh = ref.self_variances(x1)
+    k_host, t_host = gpu.pairs(x1, x1, rows, cols, vh, vh)
+    np.testing.assert_allclose(k_host, k_dev, rtol=1e-13)
+    np.testing.assert_allclose(t_host, t_dev, rtol=1e-13)
+    want = ref.pairs(x1, x1, rows, cols, vh, vh)
+    np.testing.assert_allclose(t_dev, want[1], rtol=1e-12)
+
+
+@pytest.mark.cuda
 def test_a_device_too_small_for_one_pair_is_one_error_line(monkeypatch):
     k = infinet.compile(TINY)
     gpu = k.executor("cuda", "float64")

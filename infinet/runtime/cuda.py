@@ -39,6 +39,8 @@ from .executor import Executor
 
 NVRTC_OPTIONS = ("--std=c++17", "--fmad=false")
 _MODULES: dict[str, object] = {}
+#: bytes of each of the two pinned staging buffers that inputs and tables upload through
+UPLOAD_STAGE = 32 * 2 ** 20
 
 
 @lru_cache(maxsize=1)
@@ -87,7 +89,7 @@ class CudaExecutor(Executor):
         self._uploads: dict = {}
         self._functions: dict = {}
         self._pinned: dict = {}
-        self._staged = None          # the event of the last input upload
+        self._staged: list = [None, None]   # the last copy out of each staging buffer
         #: device work runs on ``compute``; host-to-device and device-to-host copies of
         #: row indices and results on ``copy`` (both non-blocking: no implicit ordering
         #: with the legacy null stream — every dependency is an event)
@@ -162,20 +164,57 @@ class CudaExecutor(Executor):
         self.compute.wait_event(ev)
 
     def _upload(self, host: np.ndarray):
-        """``host`` on the device through pinned memory and the copy stream; the compute
-        stream waits for it (no host synchronisation)."""
+        """``host`` on the device through a ring of two pinned staging buffers
+        (``UPLOAD_STAGE`` bytes each) and the copy stream: the host fills one while the
+        other is copied; the compute stream waits for the last copy (an event, no host
+        synchronisation; the host waits only for a staging buffer to come free)."""
         cp = self.cp
-        if self._staged is not None:
-            self._staged.synchronize()   # the staging buffer's previous copy has run
-        staged = self._pinned_buffer("upload", host.size, host.dtype).reshape(host.shape)
-        np.copyto(staged, host)
+        flat = np.ascontiguousarray(host).reshape(-1)
         with self.copy:
             dev = cp.empty(host.shape, host.dtype)
-        dev.set(staged, stream=self.copy)
-        self._staged = cp.cuda.Event(disable_timing=True)
-        self._staged.record(self.copy)
-        self.compute.wait_event(self._staged)
+        target = dev.reshape(-1)
+        step = max(1, UPLOAD_STAGE // max(flat.itemsize, 1))
+        for k, a in enumerate(range(0, flat.size, step)):
+            n = min(step, flat.size - a)
+            slot = k % 2
+            if self._staged[slot] is not None:
+                self._staged[slot].synchronize()     # its previous copy has run
+            staged = self._pinned_buffer(f"upload{slot}", n, flat.dtype)
+            np.copyto(staged, flat[a:a + n])
+            target[a:a + n].set(staged, stream=self.copy)
+            ev = cp.cuda.Event(disable_timing=True)
+            ev.record(self.copy)
+            self._staged[slot] = ev
+        done = cp.cuda.Event(disable_timing=True)
+        done.record(self.copy)
+        self.compute.wait_event(done)
         return dev
+
+    def _tables(self, v, n: int):
+        """The packed variance table of ``v`` on the device: this executor's own (kept on
+        the device by the self pass), or packed on the host and uploaded (cached)."""
+        cp = self.cp
+        packed = getattr(v, "packed", None)
+        if isinstance(packed, cp.ndarray):
+            if packed.dtype == self.dtype:
+                return packed
+            with self.compute:
+                return packed.astype(self.dtype)
+        if any(isinstance(t, cp.ndarray) for t in v.values()):
+            with self.compute:
+                return pack(self.program, v, n, self.dtype, xp=cp)
+        key = ("vt", id(v), n)
+        hit = self._uploads.get(key)
+        if hit is not None and hit[0] is v:
+            return hit[1]
+        arr = self._upload(pack(self.program, v, n, self.dtype))
+        self._remember(key, v, arr)
+        return arr
+
+    def _remember(self, key, obj, arr) -> None:
+        if len(self._uploads) > 4:
+            self._uploads.clear()
+        self._uploads[key] = (obj, arr)
 
     def _dev(self, x):
         """x on the device as a contiguous [N, features] array of the executor's dtype."""
@@ -187,9 +226,7 @@ class CudaExecutor(Executor):
         if hit is not None and hit[0] is x:
             return hit[1]
         arr = self._upload(np.ascontiguousarray(x, dtype=self.dtype).reshape(len(x), -1))
-        if len(self._uploads) > 4:
-            self._uploads.clear()
-        self._uploads[key] = (x, arr)
+        self._remember(key, x, arr)
         return arr
 
     # -- launches: geometry of one stage launch ---------------------------------------------
@@ -323,9 +360,8 @@ class CudaExecutor(Executor):
         self._after_current()
         d1 = self._dev(x1)
         d2 = d1 if x2 is x1 else self._dev(x2)
-        with self.compute:
-            vt1 = pack(self.program, v1, len(d1), self.dtype, xp=cp)
-            vt2 = vt1 if v2 is v1 else pack(self.program, v2, len(d2), self.dtype, xp=cp)
+        vt1 = self._tables(v1, len(d1))
+        vt2 = vt1 if v2 is v1 else self._tables(v2, len(d2))
         b = len(rows1)
         if not on_device and not isinstance(rows1, cp.ndarray):
             if not b:
