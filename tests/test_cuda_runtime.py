@@ -174,6 +174,10 @@ def test_2000_pairs_run_in_launch_sequences_with_one_synchronisation(dtype, monk
     assert [c[1] for c in downs] == [gpu.dtype.itemsize * n for n in (512, 512, 512, 464)
                                      for _ in (0, 1)]
     assert all(c[2] == gpu.copy.ptr and c[3] for c in copies)
+    # issued in the order that overlaps them: the rows of sequence c + 1 go up before
+    # sequence c's results come back (so while it computes)
+    assert [d for d, *_ in copies[::2]] == ["h2d", "h2d", "d2h", "h2d", "d2h", "h2d", "d2h",
+                                            "d2h"]
 
 
 @pytest.mark.cuda
