@@ -121,7 +121,7 @@ class CudaExecutor(Executor):
         itemsize = self.dtype.itemsize
         per_item = batching.device_pair_bytes(pas.buffer_entries(), itemsize)
         fixed = max((self.max_blocks * st.scratch * itemsize for st in pas.stages
-                     if st.scratch * itemsize > SHARED_LIMIT), default=0)
+                     if self._global_scratch(st)), default=0)
         return per_item, fixed
 
     def free_memory(self) -> int:
@@ -230,29 +230,35 @@ class CudaExecutor(Executor):
         return arr
 
     # -- launches: geometry of one stage launch ---------------------------------------------
-    def _launch_stage(self, st, head, items: int, gscratch) -> None:
+    def _launch_stage(self, st, head, items: int) -> None:
+        """One launch of a stage kernel over ``items`` items, on the compute stream."""
         work = items * st.nplanes
         grid = int(min(work, self.max_blocks))
-        self._fn(st.name)((grid,), (st.threads,), head + (gscratch, np.int64(items)),
-                          stream=self.compute)
+        with self.compute:       # a global scratch: allocated in the compute stream's order
+            kern, shared, gscratch = self._stage_launch(st, grid)
+        kern((grid,), (st.threads,), head + (gscratch, np.int64(items)), shared_mem=shared,
+             stream=self.compute)
 
     def _launch_flat(self, name: str, head, items: int) -> None:
         self._fn(name)((math.ceil(items / 128),), (128,), head + (np.uint64(0),
                                                                    np.int64(items)),
                        stream=self.compute)
 
-    def _gscratch(self, pas):
-        itemsize = self.dtype.itemsize
-        need = max((self.max_blocks * st.scratch for st in pas.stages
-                    if st.scratch * itemsize > SHARED_LIMIT), default=0)
-        if not need:
-            return np.uint64(0)
-        with self.compute:
-            return self.cp.empty(need, self.dtype)
+    def _stage_launch(self, st, grid: int):
+        """A stage kernel, its dynamic shared memory and its global scratch (or null)."""
+        kern = self._fn(st.name)
+        if st.scratch * self.dtype.itemsize <= SHARED_LIMIT:
+            return kern, 0, np.uint64(0)
+        return kern, 0, self.cp.empty(grid * st.scratch, self.dtype)
+
+    def _global_scratch(self, st) -> bool:
+        """Whether a stage runs from a global scratch buffer (its planes exceed shared
+        memory)."""
+        return st.scratch * self.dtype.itemsize > SHARED_LIMIT
 
     # -- a launch sequence: every stage over n items, chunked in time --------------------------
-    def _sequence(self, pas, n: int, x1, x2, rows1, rows2, vt1, vt2, vrec, ok, ot, buffers,
-                  gscratch) -> None:
+    def _sequence(self, pas, n: int, x1, x2, rows1, rows2, vt1, vt2, vrec, ok, ot,
+                  buffers) -> None:
         null = np.uint64(0)
 
         def head(a: int):
@@ -264,7 +270,7 @@ class CudaExecutor(Executor):
         for k, st in enumerate(pas.stages):
             for a, m in batching.launch_chunks(n, self.launch_size(self.pass_work(pas,
                                                                                 st.nodes))):
-                self._launch_stage(st, head(a), m, gscratch)
+                self._launch_stage(st, head(a), m)
             for after, state, *_ in pas.reductions:
                 if after == k:
                     self._launch_flat(f"{pas.pass_}_mean{state}", head(0), n)
@@ -285,12 +291,11 @@ class CudaExecutor(Executor):
         """Enqueue ``pas`` over ``items`` items whose rows and outputs are on the device."""
         seq = self.sequence_size(pas, items)
         buffers = self._buffers(pas, seq)
-        gscratch = self._gscratch(pas)
         for c0 in range(0, items, seq):
             n = min(seq, items - c0)
             self._sequence(pas, n, x1, x2, r1[c0:c0 + n], r2[c0:c0 + n], vt1, vt2, vrec,
                            None if out_k is None else out_k[c0:c0 + n],
-                           None if out_t is None else out_t[c0:c0 + n], buffers, gscratch)
+                           None if out_t is None else out_t[c0:c0 + n], buffers)
 
     # -- the pair pass over host rows: pinned uploads overlapped, one synchronisation ------------
     def _run_host(self, pas, x1, x2, rows1, rows2, vt1, vt2):
@@ -310,7 +315,6 @@ class CudaExecutor(Executor):
         with self.compute:
             douts = [cp.empty((2, seq), self.dtype) for _ in range(slots)]
         buffers = self._buffers(pas, seq)
-        gscratch = self._gscratch(pas)
 
         def upload(c: int):
             c0, n = c * seq, min(seq, b - c * seq)
@@ -330,7 +334,7 @@ class CudaExecutor(Executor):
                 uploaded = upload(c + 1)
             r, o = drows[c % slots], douts[c % slots]
             self._sequence(pas, n, x1, x2, r[0], r[1], vt1, vt2, np.uint64(0), o[0], o[1],
-                           buffers, gscratch)
+                           buffers)
             computed = cp.cuda.Event(disable_timing=True)
             computed.record(self.compute)
             self.copy.wait_event(computed)
