@@ -258,14 +258,20 @@ def test_inputs_and_tables_upload_through_pinned_staging(monkeypatch):
 
 
 @pytest.mark.cuda
-def test_a_device_too_small_for_one_pair_is_one_error_line(monkeypatch):
+def test_a_device_too_small_for_one_pair_is_one_error_line(monkeypatch, tmp_path):
     k = infinet.compile(TINY)
     gpu = k.executor("cuda", "float64")
     x1, x2 = inputs(k.plan, seed=1, n1=3, n2=2)
     v1, v2 = gpu.self_variances(x1), gpu.self_variances(x2)
     monkeypatch.setattr(gpu, "free_memory", lambda: 64)
-    with pytest.raises(InfinetError, match=r"^error: one pair needs 80 B of device memory, but only 57 B"):
+    text = r"^error: one pair needs 80 B of device memory, but only 57 B can be used"
+    with pytest.raises(InfinetError, match=text):
         gpu.pairs(x1, x2, np.array([0, 1]), np.array([1, 0]), v1, v2)
+    # a run says so before it writes anything
+    out = tmp_path / "K"
+    with pytest.raises(InfinetError, match=text):
+        evaluate_tiled(gpu, x1, x2, out=str(out))
+    assert not out.exists()
 
 
 # -- finished tiles flushed by their byte ranges ---------------------------------------------
@@ -354,3 +360,31 @@ def test_cuda_run_killed_at_a_tile_resumes_bit_identical(tmp_path, point, cuda_d
     assert 0 < got.pairs_computed < 40 * 41 // 2          # resumed, not started over
     for kind in ("nngp", "ntk"):
         assert np.array_equal(np.asarray(getattr(got, kind)), getattr(want, kind))
+
+
+@pytest.mark.cuda
+def test_cli_eval_on_cuda_into_a_directory(tmp_path, monkeypatch, capsys):
+    """``infinet eval --backend cuda --out DIR`` (in process, on the emulation or a GPU):
+    the same values as numpy; a device too small for one pair: one error line, exit 2,
+    nothing written."""
+    from infinet.cli import main
+    from infinet.runtime.cuda import CudaExecutor
+    net = tmp_path / "tiny.net"
+    net.write_text(TINY)
+    k = infinet.compile(TINY)
+    x1, _ = inputs(k.plan, seed=3, n1=30, n2=1)
+    np.save(tmp_path / "x.npy", x1)
+    out = tmp_path / "K"
+    assert main(["eval", str(net), "--x1", str(tmp_path / "x.npy"), "--out", str(out),
+                 "--backend", "cuda", "--dtype", "float64"]) == 0
+    got = np.load(out / "ntk.npy")
+    want = evaluate(ReferenceExecutor(k.plan, "float64"), x1, None).ntk
+    assert_agrees(k.plan, want, got, "float64", symmetric=True)
+    capsys.readouterr()
+    monkeypatch.setattr(CudaExecutor, "free_memory", lambda self: 64)
+    small = tmp_path / "K2"
+    assert main(["eval", str(net), "--x1", str(tmp_path / "x.npy"), "--out", str(small),
+                 "--backend", "cuda"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: one pair needs ") and err.count("\n") == 1, err
+    assert not small.exists()

@@ -346,6 +346,8 @@ class CudaExecutor(Executor):
     # -- the executor interface --------------------------------------------------------------
     def _self_variances(self, x) -> VarianceTables:
         cp = self.cp
+        # a device too small for one pair is said before anything is computed or written
+        self.sequence_size(self.pair_pass, 1)
         self._after_current()
         xd = self._dev(x)
         n = len(xd)
