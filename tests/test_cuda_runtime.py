@@ -147,8 +147,15 @@ def test_2000_pairs_run_in_launch_sequences_with_one_synchronisation(dtype, monk
     k = infinet.compile(TINY)
     gpu = k.executor("cuda", dtype)
     x1, x2 = inputs(k.plan, seed=7, n1=40, n2=50)
+    # the pair pass holds the readout's partial sums of K and Θ (one plane): 2 numbers,
+    # and two slots of two int64 rows and two outputs, per pair
+    item = np.dtype(dtype).itemsize
+    assert gpu.pair_pass.buffer_entries() == 2
+    assert gpu.footprint(gpu.pair_pass) == (2 * item + 2 * (16 + 2 * item), 0)
+    assert gpu.sequence_size(gpu.pair_pass, 10 ** 6) == batching.MAX_SEQUENCE_PAIRS
     want = evaluate(gpu, x1, x2)                       # one sequence of 2000 pairs
     monkeypatch.setattr(batching, "MAX_SEQUENCE_PAIRS", 512)
+    assert gpu.sequence_size(gpu.pair_pass, 2000) == 512
     calls = _calls(gpu, monkeypatch)
     got = evaluate_tiled(gpu, x1, x2)
     assert len(calls) == 1                             # 2000 pairs: one tile, one call
