@@ -17,9 +17,10 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 import jinja2
+import numpy as np
 
 from ..dtypes import DTYPES as _DTYPES
-from . import snippets
+from . import snippets, theta_poly
 from .printer import lit
 from .program import KernelProgram, PassProgram, Stage  # noqa: F401
 from .render_index import AXIS, buf, offidx, plane_of, plane_valid, pos, shifted
@@ -66,7 +67,9 @@ def environment() -> jinja2.Environment:
     env.globals.update(lit=lit, offidx=offidx, pi=math.pi, pos=pos, shifted=shifted,
                        plane_of=plane_of, plane_valid=plane_valid, buf=buf,
                        per_item_entries=per_item_entries, shared_limit=SHARED_LIMIT,
-                       dtypes=DTYPES, AXIS=AXIS, prod=math.prod, snippets=snippets)
+                       dtypes=DTYPES, AXIS=AXIS, prod=math.prod, snippets=snippets,
+                       theta_c=theta_poly.c_function,
+                       pi_f32=repr(float(np.float32(math.pi))) + "f", pi_f64=repr(math.pi))
     return env
 
 

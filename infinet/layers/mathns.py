@@ -43,6 +43,17 @@ FUNCTIONS: dict[str, tuple[int, object]] = {
     "expm1": (1, np.expm1),
     "log1p": (1, np.log1p),
     "pow": (2, np.power),
+    # 1/√x.  NumPy: 1/np.sqrt(x), correctly rounded twice; the CPU target the same; CUDA
+    # its rsqrt (within 2 ulp in float, 1 ulp in double: no IEEE division)
+    "rsqrt": (1, lambda x: np.reciprocal(np.sqrt(x))),
+    # θ = atan2(s, c) ∈ [0, π] for s >= 0, given n ≈ 1/√(s² + c²) (n > 0, only a hint:
+    # NumPy ignores it and is exact).  The generated code evaluates a polynomial of
+    # (s·n, c·n) with a proved error bound, no atan2 and no division
+    # (codegen/theta_poly.py); t = 0·P = 0 exactly where s = 0.
+    "acos_sc": (3, lambda s, c, n: np.arctan2(s, c)),
+    # atan2(y, x) ∈ [-π/2, π/2] for x >= 0, given n ≈ 1/√(x² + y²): the arcsine
+    # y/√(x² + y²) by the same polynomial (codegen/theta_poly.py)
+    "asin_sc": (3, lambda y, x, n: np.arctan2(y, x)),
 }
 
 _erf = np.frompyfunc(math.erf, 1, 1)
