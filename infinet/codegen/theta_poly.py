@@ -37,7 +37,9 @@ With θ′ = min(θ, π − θ) the part the polynomial computes,
 
 Derivation: ŝ = ρ·sin θ′·(1+δ1), |ĉ| = ρ·cos θ′·(1+δ2), u = fl(1 − |ĉ|) (exact for
 |ĉ| ≥ 1/2, else one rounding δ3; the clamp only moves u towards 1 − cos θ′ ∈ [0, 1]),
-fl(Horner) = P(u)(1 + η_H), P = R(1 + η_A) with |η_A| ≤ E_A (R ≥ 1) and |η_H| ≤ E_H,
+fl(Horner) = P(u)(1 + η_H) (the bound holds with or without fused multiply-adds: math.j2
+uses them where the hardware has them — the polynomial is not part of the NumPy
+reference, and every pass of one target evaluates it the same way), P = R(1 + η_A) with |η_A| ≤ E_A (R ≥ 1) and |η_H| ≤ E_H,
 t = fl(ŝ·P) (δ4).  In exact arithmetic t(ρ) = ρ sin θ′·R(1 − ρ cos θ′), whose relative
 derivative in ρ at ρ = 1 is (θ′ − sin θ′ cos θ′)/(θ′ sin² θ′) ∈ [2/3, 1] (= g ≤ 1), and
 δ2, δ3 move u by at most u_r each, changing R by at most L·u_r relatively; δ1, δ4 add
@@ -130,7 +132,7 @@ def c_function(dtype: str) -> list[str]:
              f"|P − R| ≤ {BOUNDS[dtype]['E_A']:.3g} (codegen/theta_poly.py)",
              f"    {ctype} p = {_lit(coeffs[-1], suffix)};"]
     for c in reversed(coeffs[:-1]):
-        lines.append(f"    p = p * u + {_lit(c, suffix)};")
+        lines.append(f"    p = inf_fma(p, u, {_lit(c, suffix)});")
     lines += ["    return p;", "}"]
     return lines
 
