@@ -95,6 +95,9 @@ class CPrinter:
     def const(self, x: float) -> CValue:
         return CValue(self, f"(real){lit(x)}")
 
+    def tiny(self) -> CValue:
+        return CValue(self, "inf_tiny((real)0)")
+
     def where(self, cond, a, b) -> CValue:
         cond, a, b = self.value(cond), self.value(a), self.value(b)
         return self.emit(f"{cond.text} ? {a.text} : {b.text}")

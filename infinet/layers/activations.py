@@ -38,13 +38,15 @@ class ABRelu(Elementwise):
     n_features = 1
 
     def features(self, m, v):
-        return (m.const(1) / m.sqrt(v),)          # 1/√v (inf where v = 0)
+        # 1/√v; v below the smallest normal number (float32 underflow, warned) is raised
+        # to it, so that r1·r2 <= 1/tiny stays finite and s·r1·r2 = 0 where s = 0
+        return (m.const(1) / m.sqrt(m.max(v, m.tiny())),)
 
     def entry(self, m, K, v1, v2, f1=None, f2=None):
         (r1,), (r2,) = f1 or self.features(m, v1), f2 or self.features(m, v2)
         s = m.sqrt(m.max0(v1 * v2 - K * K))
         # θ = atan2(s, Σ), normalised by 1/√(v v') ≈ 1/√(s² + Σ²); where s = Σ = 0
-        # (s >= 0, so: s + |Σ| = 0; also where v v' = 0 and r1·r2 is inf): θ = π/2
+        # (s >= 0, so: s + |Σ| = 0): θ = π/2
         theta = m.where(s + m.abs(K) == m.const(0), m.const(math.pi / 2),
                         m.acos_sc(s, K, r1 * r2))
         fac = m.const((self.a - self.b) ** 2 / (2 * math.pi))

@@ -17,7 +17,7 @@ Two namespaces implement it:
 
 So every backend runs the same operations by construction.  The namespace is small on
 purpose: arithmetic through the operators (``+ - * /``, unary ``-``, comparisons),
-:meth:`const`, :meth:`where`, the functions in :data:`FUNCTIONS`, and one loop construct,
+:meth:`const`, :meth:`tiny`, :meth:`where`, the functions in :data:`FUNCTIONS`, and one loop construct,
 :meth:`quadrature` (a weighted sum over a constant table of nodes, e.g. Gauss–Hermite;
 printers emit it as a loop over a static table, not as unrolled copies).  A function a
 printer does not know is an error there, never a silent fallback.
@@ -73,6 +73,10 @@ class NumpyMath:
 
     def where(self, cond, a, b):
         return np.where(cond, a, b).astype(self.dtype, copy=False)
+
+    def tiny(self):
+        """The smallest normal number of the working dtype."""
+        return self.dt(np.finfo(self.dtype).tiny)
 
     def max0(self, x):
         """max(x, 0), written so that every target evaluates it the same way."""
