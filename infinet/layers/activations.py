@@ -24,6 +24,20 @@ from dataclasses import dataclass
 from .base import Elementwise, Real, _fmt
 
 
+def inv_sqrt_v(m, v):
+    """The arccos kernels' feature of an input: 1/√v.  v below the smallest normal number
+    (float32 underflow, warned) is raised to it, so that r1·r2 <= 1/tiny stays finite and
+    s·r1·r2 = 0 where s = 0."""
+    return (m.const(1) / m.sqrt(m.max(v, m.tiny())),)
+
+
+def arccos_theta(m, s, K, r1, r2):
+    """θ = atan2(s, Σ) ∈ [0, π] (s >= 0), normalised by r1·r2 = 1/√(v v') ≈ 1/√(s² + Σ²);
+    π/2 where s = Σ = 0 (s >= 0, so: s + |Σ| = 0), neural-tangents' value."""
+    return m.where(s + m.abs(K) == m.const(0), m.const(math.pi / 2),
+                   m.acos_sc(s, K, r1 * r2))
+
+
 @dataclass(frozen=True)
 class ABRelu(Elementwise):
     a: float = 0.0
@@ -38,17 +52,12 @@ class ABRelu(Elementwise):
     n_features = 1
 
     def features(self, m, v):
-        # 1/√v; v below the smallest normal number (float32 underflow, warned) is raised
-        # to it, so that r1·r2 <= 1/tiny stays finite and s·r1·r2 = 0 where s = 0
-        return (m.const(1) / m.sqrt(m.max(v, m.tiny())),)
+        return inv_sqrt_v(m, v)
 
     def entry(self, m, K, v1, v2, f1=None, f2=None):
         (r1,), (r2,) = f1 or self.features(m, v1), f2 or self.features(m, v2)
         s = m.sqrt(m.max0(v1 * v2 - K * K))
-        # θ = atan2(s, Σ), normalised by 1/√(v v') ≈ 1/√(s² + Σ²); where s = Σ = 0
-        # (s >= 0, so: s + |Σ| = 0): θ = π/2
-        theta = m.where(s + m.abs(K) == m.const(0), m.const(math.pi / 2),
-                        m.acos_sc(s, K, r1 * r2))
+        theta = arccos_theta(m, s, K, r1, r2)
         fac = m.const((self.a - self.b) ** 2 / (2 * math.pi))
         dot = m.const((self.a * self.a + self.b * self.b) / 2) - fac * theta
         return fac * s + dot * K, dot
@@ -137,4 +146,4 @@ class Identity(Elementwise):
         return K, None        # Θ unchanged
 
 
-__all__ = ["ABRelu", "Erf", "Identity", "LeakyRelu", "Relu"]
+__all__ = ["ABRelu", "Erf", "Identity", "LeakyRelu", "Relu", "arccos_theta", "inv_sqrt_v"]

@@ -177,13 +177,20 @@ class SigmoidLike(Elementwise):
     #: NT's constants: Erf(a=0.5, b=1/2.4020563531719796, c=0.5)
     A, BETA, C = 0.5, 1 / 2.4020563531719796, 0.5
 
-    def entry(self, m, K, v1, v2):
+    n_features = 1
+
+    def features(self, m, v):
+        return (m.const(1) / m.sqrt(m.const(1) + m.const(2 * self.BETA ** 2) * v),)
+
+    def entry(self, m, K, v1, v2, f1=None, f2=None):
+        # as erf: atan2(2BΣ, r) normalised by q1·q2 = 1/√((1+2Bv)(1+2Bv')) = 1/√(r² + 4B²Σ²)
+        (q1,), (q2,) = f1 or self.features(m, v1), f2 or self.features(m, v2)
         B = self.BETA ** 2
-        r = m.sqrt(m.const(1) + m.const(2 * B) * v1 + m.const(2 * B) * v2
-                   + m.const(4 * B * B) * m.max0(v1 * v2 - K * K))
-        new = m.const(self.A ** 2 * 2 / math.pi) * m.atan2(m.const(2 * B) * K, r) \
-            + m.const(self.C ** 2)
-        return new, m.const(self.A ** 2 * B * 4 / math.pi) / r
+        r2 = (m.const(1) + m.const(2 * B) * v1 + m.const(2 * B) * v2
+              + m.const(4 * B * B) * m.max0(v1 * v2 - K * K))
+        new = m.const(self.A ** 2 * 2 / math.pi) * \
+            m.asin_sc(m.const(2 * B) * K, m.sqrt(r2), q1 * q2) + m.const(self.C ** 2)
+        return new, m.const(self.A ** 2 * B * 4 / math.pi) * m.rsqrt(r2)
 
 
 __all__ = ["Cos", "Exp", "Gaussian", "Gelu", "Rbf", "SigmoidLike", "Sin"]
