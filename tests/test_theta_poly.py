@@ -198,3 +198,41 @@ def test_coefficients_and_bounds_regenerate(dtype):
         assert math.isclose(value, theta_poly.BOUNDS[dtype][key], rel_tol=1e-9), key
     # the proved E_A is below one unit roundoff: the polynomial is as good as the dtype
     assert b["E_A"] < b["u"]
+
+
+def test_relu_and_erf_entries_have_no_atan2_and_no_division():
+    """The printed per-entry code of the arccos layers: the polynomial, no atan2, no '/';
+    the per-input features are where the division went (once per input)."""
+    import infinet
+    k = infinet.compile("input 4x4x2\nconv 3x3 W=1.3 b=0.2\nrelu\nconv 3x3\nerf b=0.7\n"
+                        "conv 3x3\nleaky_relu alpha=0.1\nconv 3x3\ngelu\nconv 3x3\nsign\n"
+                        "gap\ndense\n")
+    from infinet.codegen.program import lower_program
+    prog = lower_program(k.plan)
+    for fn in prog.functions:
+        body = "\n".join(fn.body)
+        assert "atan2" not in body and "/" not in body, fn.layer_text
+        assert "inf_acos_sc" in body or "inf_asin_sc" in body, fn.layer_text
+        assert fn.n_features and "/" in "\n".join(fn.features_body)
+    assert "inf_atan2(" not in k.cpu_source.split("per-entry functions")[1]
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_variance_tables_hold_the_features_of_v(dtype):
+    """The CPU executor's tables: v from the self pass, then 1/√v beside it (relu) and
+    1/√(1 + 2b²v) (erf b=0.7), bit for bit what NumPy computes from that v."""
+    import infinet
+    from infinet.runtime.backends import make_executor
+    k = infinet.compile("input 4x4x2\nconv 3x3 W=1.3 b=0.2\nrelu\nconv 3x3\nerf b=0.7\n"
+                        "gap\ndense\n")
+    ex = make_executor(k.plan, "cpu", dtype)
+    x = np.random.default_rng(0).standard_normal((3, 4, 4, 2))
+    tables = ex.self_variances(x)
+    prog = ex.program
+    np_t = DTYPES[dtype][0]
+    assert len(prog.vfeatures) == 2
+    for blk, scale in zip(prog.vfeatures, (0.0, 0.7 * 0.7)):
+        off, size = prog.vtable[blk.state]
+        v = tables.packed[:, off:off + size]
+        want = np_t(1) / np.sqrt(v if not scale else np_t(1) + np_t(2) * (np_t(scale) * v))
+        assert np.array_equal(tables.packed[:, blk.offset:blk.offset + size], want)
