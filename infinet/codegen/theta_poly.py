@@ -1,6 +1,7 @@
 """θ = atan2(s, c) without atan2 or a division: the polynomial the generated code uses.
 
-The arccos-based layers (relu, abrelu, leaky_relu, erf) need the angle of a point
+The arccos-based layers (relu, abrelu, leaky_relu, abs, sign, rectified_monomial; erf,
+sigmoid_like and gelu for an arcsine) need the angle of a point
 (c, s) that lies on the unit circle up to rounding once it is scaled by n ≈ 1/√(s² + c²)
 (a product of reciprocal square roots the variance tables hold once per input).  The
 math namespace function ``acos_sc(s, c, n)`` (s ≥ 0) means θ = atan2(s, c) ∈ [0, π]:
@@ -24,38 +25,44 @@ Error bound (proved by :func:`derive`, rerun by the tests).  Let u_r be the unit
 roundoff of the dtype (2^-24, 2^-53), E_A = max_{[0,1]} |P − R| for the *rounded*
 coefficients, E_H = Σ_k γ_{2k+1}·|p_k| (γ_m = m·u_r/(1 − m·u_r)) Higham's bound
 (Accuracy and Stability of Numerical Algorithms, §5.1) on the rounding of Horner's rule
-for u ∈ [0, 1], L = max_{[0,1]} R′ (= R′(1) = 1),
-and ρ = n·√(s² + c²) the normalisation of the inputs (exact arithmetic on the floats).
+for u ∈ [0, 1], L = max_{[0,1]} R′ (= R′(1) = 1), and ρ = n·√(s² + c²) the
+normalisation of the inputs (exact arithmetic on the floats).
 With θ′ = min(θ, π − θ) the part the polynomial computes,
 
     |θ_C − θ| ≤ θ′·B(ρ) + τ                       (c ≥ 0)
     |θ_C − θ| ≤ |π̂ − π| + θ′·B(ρ) + u_r·θ + τ     (c < 0, π̂ = π rounded)
     B(ρ) = (1 + 10⁻³)·(g·|ρ − 1| + (2 + 2L)·u_r + E_A + E_H),   g = 1,
 
-τ = 3·2^-150 (float), 2^-1073 ≥ 3·2^-1075 (double): gradual underflow, where ŝ or t is subnormal
-(an absolute error of half the smallest subnormal each, ŝ's times P ≤ π/2).
+τ = 3·2^-150 (float), 2^-1073 ≥ 3·2^-1075 (double): gradual underflow, where ŝ or t
+is subnormal (an absolute error of half the smallest subnormal each, ŝ's times P ≤ π/2).
 
 Derivation: ŝ = ρ·sin θ′·(1+δ1), |ĉ| = ρ·cos θ′·(1+δ2), u = fl(1 − |ĉ|) (exact for
 |ĉ| ≥ 1/2, else one rounding δ3; the clamp only moves u towards 1 − cos θ′ ∈ [0, 1]),
 fl(Horner) = P(u)(1 + η_H) (the bound holds with or without fused multiply-adds: math.j2
 uses them where the hardware has them — the polynomial is not part of the NumPy
-reference, and every pass of one target evaluates it the same way), P = R(1 + η_A) with |η_A| ≤ E_A (R ≥ 1) and |η_H| ≤ E_H,
-t = fl(ŝ·P) (δ4).  In exact arithmetic t(ρ) = ρ sin θ′·R(1 − ρ cos θ′), whose relative
+reference, and every pass of one target evaluates it the same way), P = R(1 + η_A)
+with |η_A| ≤ E_A (R ≥ 1) and |η_H| ≤ E_H, t = fl(ŝ·P) (δ4).  In exact arithmetic t(ρ) = ρ sin θ′·R(1 − ρ cos θ′), whose relative
 derivative in ρ at ρ = 1 is (θ′ − sin θ′ cos θ′)/(θ′ sin² θ′) ∈ [2/3, 1] (= g ≤ 1), and
 δ2, δ3 move u by at most u_r each, changing R by at most L·u_r relatively; δ1, δ4 add
 u_r each.  The factor 1 + 10⁻³ covers the products of the small terms (each < 10⁻⁵).
 For the relu tables n = fl(fl(1/√v)·fl(1/√v′)) and s = √max(v v′ − Σ², 0): |ρ − 1| is a
 few u_r (a relative θ error of a few 10⁻⁷ in float, 10⁻¹⁵ in double).
 
-E_A is proved as max over a grid of 2^14 + 1 points plus the extrema of the Chebyshev
-error (error evaluated with 60 digits) plus (h/2)·max|E′|, where max|E′| ≤
-2·Σ k²·|e_k| over the Chebyshev coefficients e_k of E = P − R on [0, 1] (|T_k′| ≤ k²;
-R's coefficients computed to degree 160 at 60 digits, where they are below 10⁻¹¹⁰, and
-the rest of R's series bounded by its geometric decay ρ_B^-k with ρ_B = 5.8).
+E_A is bounded as the max over a grid of 2^14 + 1 points plus the extrema of the
+Chebyshev error (the error evaluated with 60 digits) plus (h/2)·max|E′|, where
+max|E′| ≤ 2·Σ k²·|e_k| over the Chebyshev coefficients e_k of E = P − R on [0, 1]
+(|T_k′| ≤ k² on [−1, 1]; R's coefficients computed to degree 160 at 60 digits — they
+fall as 5.83^-k to the 10⁻⁶⁰ floor of that precision by degree ~75 — and the rest of R's
+series taken as C·ρ_B^-k with ρ_B = 5.8 < 5.83 and C fitted to the computed
+coefficients: an estimate, not interval arithmetic).  L = max R′ is taken on every
+16th grid point with a 1 % margin (R′ is increasing, R′(0) = 1/3, R′(1) = 1).  The grid term dominates: the
+derivative term is 0.5 % (float) and 1.7 % (double) of E_A, the tail's share ~10⁻⁵⁶.
 
 Regenerate and re-prove with ``python -m infinet.codegen.theta_poly`` (needs mpmath);
-it prints the tables below.  tests/test_theta_poly.py checks that they still come out,
-then measures the compiled C function against mpmath on ≥ 10⁶ points.
+it prints the tables below (``--write`` rewrites them here).  tests/test_theta_poly.py
+checks that they still come out, then measures the compiled C functions on more than
+10⁶ points per dtype against atan2 in x87 extended precision (itself checked against
+mpmath) and holds every error to the bound above.
 """
 from __future__ import annotations
 
