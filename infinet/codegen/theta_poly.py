@@ -41,10 +41,10 @@ Derivation: ŝ = ρ·sin θ′·(1+δ1), |ĉ| = ρ·cos θ′·(1+δ2), u = fl(1
 fl(Horner) = P(u)(1 + η_H) (the bound holds with or without fused multiply-adds: math.j2
 uses them where the hardware has them — the polynomial is not part of the NumPy
 reference, and every pass of one target evaluates it the same way), P = R(1 + η_A)
-with |η_A| ≤ E_A (R ≥ 1) and |η_H| ≤ E_H, t = fl(ŝ·P) (δ4).  In exact arithmetic t(ρ) = ρ sin θ′·R(1 − ρ cos θ′), whose relative
-derivative in ρ at ρ = 1 is (θ′ − sin θ′ cos θ′)/(θ′ sin² θ′) ∈ [2/3, 1] (= g ≤ 1), and
-δ2, δ3 move u by at most u_r each, changing R by at most L·u_r relatively; δ1, δ4 add
-u_r each.  The factor 1 + 10⁻³ covers the products of the small terms (each < 10⁻⁵).
+with |η_A| ≤ E_A (R ≥ 1) and |η_H| ≤ E_H, t = fl(ŝ·P) (δ4).  In exact arithmetic
+t(ρ) = ρ sin θ′·R(1 − ρ cos θ′), whose relative derivative in ρ at ρ = 1 is
+(θ′ − sin θ′ cos θ′)/(θ′ sin² θ′) ∈ [2/3, 1] (= g ≤ 1), and δ2, δ3 move u by at most
+u_r each, changing R by at most L·u_r relatively; δ1, δ4 add u_r each.  The factor 1 + 10⁻³ covers the products of the small terms (each < 10⁻⁵).
 For the relu tables n = fl(fl(1/√v)·fl(1/√v′)) and s = √max(v v′ − Σ², 0): |ρ − 1| is a
 few u_r (a relative θ error of a few 10⁻⁷ in float, 10⁻¹⁵ in double).
 
@@ -55,8 +55,9 @@ max|E′| ≤ 2·Σ k²·|e_k| over the Chebyshev coefficients e_k of E = P − 
 fall as 5.83^-k to the 10⁻⁶⁰ floor of that precision by degree ~75 — and the rest of R's
 series taken as C·ρ_B^-k with ρ_B = 5.8 < 5.83 and C fitted to the computed
 coefficients: an estimate, not interval arithmetic).  L = max R′ is taken on every
-16th grid point with a 1 % margin (R′ is increasing, R′(0) = 1/3, R′(1) = 1).  The grid term dominates: the
-derivative term is 0.5 % (float) and 1.7 % (double) of E_A, the tail's share ~10⁻⁵⁶.
+16th grid point with a 1 % margin (R′ is increasing, R′(0) = 1/3, R′(1) = 1).  The grid
+term dominates: the derivative term is 0.5 % (float) and 1.7 % (double) of E_A, the
+tail's share ~10⁻⁵⁶.
 
 Regenerate and re-prove with ``python -m infinet.codegen.theta_poly`` (needs mpmath);
 it prints the tables below (``--write`` rewrites them here).  tests/test_theta_poly.py

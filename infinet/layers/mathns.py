@@ -17,9 +17,9 @@ Two namespaces implement it:
 
 So every backend runs the same operations by construction.  The namespace is small on
 purpose: arithmetic through the operators (``+ - * /``, unary ``-``, comparisons),
-:meth:`const`, :meth:`tiny`, :meth:`where`, the functions in :data:`FUNCTIONS`, and one loop construct,
-:meth:`quadrature` (a weighted sum over a constant table of nodes, e.g. Gauss–Hermite;
-printers emit it as a loop over a static table, not as unrolled copies).  A function a
+:meth:`const`, :meth:`tiny`, :meth:`where`, the functions in :data:`FUNCTIONS`, and one
+loop construct, :meth:`quadrature` (a weighted sum over a constant table of nodes, e.g.
+Gauss–Hermite; printers emit it as a loop over a static table, not as unrolled copies).  A function a
 printer does not know is an error there, never a silent fallback.
 """
 from __future__ import annotations
