@@ -69,20 +69,22 @@ def unit_circle_points(dtype, rng):
     near = np.concatenate([near, -near])
     s_near = np.sqrt(np.maximum(1 - near.astype(LD) ** 2, 0)).astype(np_t)
     # tiny s beside c = ±1, and s = 0 exactly
-    tiny = np.ldexp(np.ones(1, np.float64), -np.arange(1, 150 if dtype == "float32"
-                                                        else 1075)).astype(np_t)
+    # (from 2^-13: beside c = ±1, ρ − 1 = s²/2 must stay within the theorem's 10⁻⁵)
+    tiny = np.ldexp(np.ones(1, np.float64), -np.arange(13, 150 if dtype == "float32"
+                                                         else 1075)).astype(np_t)
     tiny = tiny[tiny > 0]
     ones = np.ones_like(tiny)
     s = np.concatenate([s, s_near, tiny, tiny, np.zeros(4, np_t)])
     c = np.concatenate([c, near, ones, -ones, np.array([1, -1, 0.5, -1e-3], np_t)])
     n = np.ones_like(s)
+    n[-4:] = np_t(1) / np.abs(c[-4:])
     # off the unit circle: the same angles scaled by λ, normalised by n = fl(1/λ)
     m = 300_000
     lam = np.exp(rng.uniform(-20, 20, m)).astype(np_t)
     pick = rng.integers(0, len(s), m)
     s2 = (s[pick] * lam).astype(np_t)
     c2 = (c[pick] * lam).astype(np_t)
-    n2 = (np_t(1) / lam).astype(np_t)
+    n2 = (n[pick] / lam).astype(np_t)
     return (np.concatenate([s, s2]), np.concatenate([c, c2]), np.concatenate([n, n2]))
 
 
@@ -107,6 +109,7 @@ def check(dtype, got, y, x, n, signed=False):
     ref = np.arctan2(y, x)
     rho = n * np.sqrt(y * y + x * x)
     defect = np.abs(rho - 1)
+    assert defect.max() <= 1e-5          # the theorem's premise (theta_poly docstring)
     if signed:                          # asin_sc: x >= 0, θ′ = |θ|
         part = np.abs(ref)
         extra = np.zeros_like(ref)
@@ -133,6 +136,15 @@ def test_acos_sc_bound_on_a_dense_grid(lib, dtype):
     got = run(lib, "acos_sc", dtype, s, c, n)
     frac, _ = check(dtype, got, s, c, n)
     assert 0 < frac <= 1
+    ref = np.arctan2(s.astype(LD), c.astype(LD))
+    u = theta_poly.BOUNDS[dtype]["u"]
+    rho = n.astype(LD) * np.sqrt(s.astype(LD) ** 2 + c.astype(LD) ** 2)
+    sel = (s.astype(LD) * n.astype(LD) > LD(np.finfo(DTYPES[dtype][0]).tiny) * 4) & \
+        (np.abs(rho - 1) <= 2 * u) & (c >= 0)
+    rel = np.abs(got.astype(LD) - ref)[sel] / ref[sel]
+    print(f"\n{dtype}: {len(s)} points, worst error / bound {frac:.3f}; on the unit circle "
+          f"(|ρ − 1| <= 2 u_r, c >= 0, no underflow) worst relative error "
+          f"{float(rel.max()) / u:.2f} u_r, bound {theta_poly.bound(dtype, 2 * u) / u:.2f} u_r")
     # the relu inputs: |ρ − 1| a few u_r, and the same bound
     s, K, n = relu_points(dtype, rng)
     got = run(lib, "acos_sc", dtype, s, K, n)

@@ -44,7 +44,9 @@ reference, and every pass of one target evaluates it the same way), P = R(1 + η
 with |η_A| ≤ E_A (R ≥ 1) and |η_H| ≤ E_H, t = fl(ŝ·P) (δ4).  In exact arithmetic
 t(ρ) = ρ sin θ′·R(1 − ρ cos θ′), whose relative derivative in ρ at ρ = 1 is
 (θ′ − sin θ′ cos θ′)/(θ′ sin² θ′) ∈ [2/3, 1] (= g ≤ 1), and δ2, δ3 move u by at most
-u_r each, changing R by at most L·u_r relatively; δ1, δ4 add u_r each.  The factor 1 + 10⁻³ covers the products of the small terms (each < 10⁻⁵).
+u_r each, changing R by at most L·u_r relatively; δ1, δ4 add u_r each.  The factor
+1 + 10⁻³ covers the products of the small terms (each < 10⁻⁵: the theorem assumes
+|ρ − 1| ≤ 10⁻⁵).
 For the relu tables n = fl(fl(1/√v)·fl(1/√v′)) and s = √max(v v′ − Σ², 0): |ρ − 1| is a
 few u_r (a relative θ error of a few 10⁻⁷ in float, 10⁻¹⁵ in double).
 
