@@ -33,6 +33,7 @@ in the reference executor.
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field
 
 from ..errors import InfinetError
@@ -40,6 +41,9 @@ from ..ir.plan import NodePlan, Plan
 from ..layers.base import conv_geometry
 from .printer import ElementwiseFunction, print_elementwise
 
+#: math-namespace functions whose printed C gives the same bits in a vector lane as in
+#: scalar code (correctly rounded operations, or fixed sequences of them: math.j2)
+VECTOR_EXACT = frozenset({"sqrt", "abs", "rsqrt", "acos_sc", "asin_sc", "tiny"})
 #: GPU threads per work item are a multiple of this (one warp per plane row).
 WARP = 32
 #: every spatial state is padded to this many axes (depth, height, width)
@@ -263,6 +267,22 @@ class KernelProgram:
         a vector libmvec lane) computes it, and the pair pass reproduces the self pass bit
         for bit on x = x′ however either pass is vectorised."""
         return not self.self_.active or all(st.nplanes == 1 for st in self.self_.stages)
+
+    @property
+    def vector_blocks_safe(self) -> bool:
+        """Whether the CPU target may walk uniform rows in vector blocks in every pass:
+        where the self pass is plane 0 alone (self_diagonal_only), or where no per-entry
+        function calls a C library function whose vector (libmvec) and scalar versions may
+        differ in the last bit — only correctly rounded operations and the θ polynomial
+        (VECTOR_EXACT) — so that an entry gets the same bits in a vector lane and in
+        scalar code, and the pair pass reproduces the self pass on x = x′ bit for bit."""
+        if self.self_diagonal_only:
+            return True
+        for fn in self.functions:
+            for line in fn.body + fn.features_body:
+                if set(re.findall(r"\binf_(\w+)\(", line)) - VECTOR_EXACT:
+                    return False
+        return True
 
     @property
     def pad_entries(self) -> int:

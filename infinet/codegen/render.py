@@ -41,8 +41,9 @@ class Target:
     #: (not flat_team) walk each row of a uniform stage in whole vectors of INF_VW lanes,
     #: masking the loads and stores past its end, so that no row ends in a scalar loop
     #: (a scalar remainder calls the scalar libm atan2: most of the time on narrow planes).
-    #: Only where the self pass is plane 0 alone (KernelProgram.self_diagonal_only):
-    #: elsewhere an entry's atan2 must come from the same implementation in both passes.
+    #: Only where KernelProgram.vector_blocks_safe (the self pass is plane 0 alone, or no
+    #: per-entry function calls libm): elsewhere an entry's atan2 (say) must come from the
+    #: same implementation in both passes.
     vector_blocks: bool = False
 
 
