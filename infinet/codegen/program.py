@@ -43,7 +43,7 @@ from .printer import ElementwiseFunction, print_elementwise
 
 #: math-namespace functions whose printed C gives the same bits in a vector lane as in
 #: scalar code (correctly rounded operations, or fixed sequences of them: math.j2)
-VECTOR_EXACT = frozenset({"sqrt", "abs", "rsqrt", "acos_sc", "asin_sc", "tiny"})
+VECTOR_EXACT = frozenset({"sqrt", "sqrt_fast", "abs", "rsqrt", "acos_sc", "asin_sc", "tiny"})
 #: GPU threads per work item are a multiple of this (one warp per plane row).
 WARP = 32
 #: every spatial state is padded to this many axes (depth, height, width)

@@ -56,7 +56,7 @@ class ABRelu(Elementwise):
 
     def entry(self, m, K, v1, v2, f1=None, f2=None):
         (r1,), (r2,) = f1 or self.features(m, v1), f2 or self.features(m, v2)
-        s = m.sqrt(m.max0(v1 * v2 - K * K))
+        s = m.sqrt_fast(m.max0(v1 * v2 - K * K))
         theta = arccos_theta(m, s, K, r1, r2)
         fac = m.const((self.a - self.b) ** 2 / (2 * math.pi))
         dot = m.const((self.a * self.a + self.b * self.b) / 2) - fac * theta
@@ -121,7 +121,7 @@ class Erf(Elementwise):
         two = m.const(2)
         r2 = m.const(1) + two * v1 + two * v2 + m.const(4) * m.max0(v1 * v2 - K * K)
         # atan2(2Σ, r), normalised by q1·q2 = 1/√((1+2v)(1+2v')) = 1/√(r² + 4Σ²)
-        new = m.const(2 / math.pi) * m.asin_sc(two * K, m.sqrt(r2), q1 * q2)
+        new = m.const(2 / math.pi) * m.asin_sc(two * K, m.sqrt_fast(r2), q1 * q2)
         dot = m.const(4 / math.pi) * m.rsqrt(r2)
         a2 = self.a * self.a
         if a2 != 1:

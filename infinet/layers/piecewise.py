@@ -44,7 +44,7 @@ class Sign(Elementwise):
 
     def entry(self, m, K, v1, v2, f1=None, f2=None):
         (r1,), (r2,) = f1 or self.features(m, v1), f2 or self.features(m, v2)
-        s = m.sqrt(m.max0(v1 * v2 - K * K))
+        s = m.sqrt_fast(m.max0(v1 * v2 - K * K))
         zero = m.const(0)
         new = m.where(s + m.abs(K) == zero, zero,
                       m.const(1) - m.const(2 / math.pi) * arccos_theta(m, s, K, r1, r2))

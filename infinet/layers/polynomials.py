@@ -163,7 +163,7 @@ class RectifiedMonomial(Elementwise):
         (r1,), (r2,) = f1 or self.features(m, v1), f2 or self.features(m, v2)
         n = self.degree
         p = v1 * v2
-        s = m.sqrt(m.max0(p - K * K))
+        s = m.sqrt_fast(m.max0(p - K * K))
         theta = arccos_theta(m, s, K, r1, r2)
         new = arc_cosine(m, n, K, p, s, theta)
         if n == 0:

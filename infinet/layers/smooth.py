@@ -53,7 +53,7 @@ class Gelu(Elementwise):
         (g1, h1), (g2, h2) = f1 or self.features(m, v1), f2 or self.features(m, v2)
         one = m.const(1)
         d2 = one + v1 + v2 + m.max0(v1 * v2 - K * K)   # (1+v)(1+v') − Σ², no cancellation
-        delta = m.sqrt(d2)
+        delta = m.sqrt_fast(d2)
         rd = m.rsqrt(d2)                               # 1/δ
         n = g1 * g2                                    # 1/√((1+v)(1+v')) = 1/√(Σ² + δ²)
         ratio = h1 * h2                                # p/((1+v)(1+v')), no overflow
@@ -197,7 +197,7 @@ class SigmoidLike(Elementwise):
         r2 = (m.const(1) + m.const(2 * B) * v1 + m.const(2 * B) * v2
               + m.const(4 * B * B) * m.max0(v1 * v2 - K * K))
         new = m.const(self.A ** 2 * 2 / math.pi) * \
-            m.asin_sc(m.const(2 * B) * K, m.sqrt(r2), q1 * q2) + m.const(self.C ** 2)
+            m.asin_sc(m.const(2 * B) * K, m.sqrt_fast(r2), q1 * q2) + m.const(self.C ** 2)
         return new, m.const(self.A ** 2 * B * 4 / math.pi) * m.rsqrt(r2)
 
 
