@@ -47,8 +47,10 @@ t(ρ) = ρ sin θ′·R(1 − ρ cos θ′), whose relative derivative in ρ at 
 u_r each, changing R by at most L·u_r relatively; δ1, δ4 add u_r each.  The factor
 1 + 10⁻³ covers the products of the small terms (each < 10⁻⁵: the theorem assumes
 |ρ − 1| ≤ 10⁻⁵).
-For the relu tables n = fl(fl(1/√v)·fl(1/√v′)) and s = √max(v v′ − Σ², 0): |ρ − 1| is a
-few u_r (a relative θ error of a few 10⁻⁷ in float, 10⁻¹⁵ in double).
+For the relu tables n = fl(fl(1/√v)·fl(1/√v′)) and s = √max(v v′ − Σ², 0) (v at least
+the smallest normal number; s within 3 ulp in CUDA float, math.j2's sqrt_fast): |ρ − 1|
+is a few u_r (a relative θ error of a few 10⁻⁷ in float, 10⁻¹⁵ in double;
+tests/test_theta_poly.py measures it on relu's own inputs).
 
 E_A is bounded as the max over a grid of 2^14 + 1 points plus the extrema of the
 Chebyshev error (the error evaluated with 60 digits) plus (h/2)·max|E′|, where
