@@ -34,7 +34,7 @@ from ..codegen.render import SHARED_LIMIT
 from ..dtypes import DTYPES
 from ..errors import InfinetError
 from . import batching
-from .compiled import VarianceTables, pack
+from .compiled import VarianceTables, fill_features, pack
 from .executor import Executor
 
 NVRTC_OPTIONS = ("--std=c++17", "--fmad=false")
@@ -358,6 +358,9 @@ class CudaExecutor(Executor):
             self._run_device(self.program.self_, n, xd, xd, rows, rows, packed, packed,
                              packed, None, None)
         self.compute.synchronize()       # the tables are read by the caller
+        # the layers' per-input features of v, from the finished v (on the current
+        # stream: the pair pass's compute stream waits for it, _after_current)
+        fill_features(self.program, packed, self.dtype, xp=cp)
         return VarianceTables.from_packed(self.program, packed)
 
     def _pairs(self, x1, x2, rows1, rows2, v1, v2):
