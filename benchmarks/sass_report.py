@@ -36,7 +36,7 @@ sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import infinet  # noqa: E402
-from infinet.codegen import nvrtc, program as program_module, sass  # noqa: E402
+from infinet.codegen import columns, nvrtc, program as program_module, sass  # noqa: E402
 from infinet.codegen.render import CUDA, SHARED_LIMIT, render  # noqa: E402
 from infinet.codegen.render_index import buf  # noqa: E402
 from infinet.dtypes import DTYPES  # noqa: E402
@@ -174,7 +174,7 @@ def sweep_mode(stage) -> str:
     stage walks its valid region as one flat range (``flat``); any other walks the whole
     padded buffer, rows over warps and lanes along w (``full``)."""
     if stage.uniform and CUDA.flat_team:
-        return "flat"
+        return "columns" if columns.uses_columns(stage) else "flat"
     if stage.uniform:
         return "rows"
     return "full"
@@ -211,6 +211,9 @@ def team_walk(stage, sweep, D) -> Walk:
     custom = getattr(program_module, "team_walk", None)
     if custom is not None:
         return custom(stage, sweep, D)
+    cols = columns.team_walk(stage, sweep, D)     # the CUDA target's column walk
+    if cols is not None:
+        return Walk(*cols)
     threads = stage.threads
     warps = threads // 32
     (lod, hid), (loh, hih), (low, hiw) = valid_region(sweep, D)
@@ -580,7 +583,9 @@ def analyse_kernel(kern: sass.Kernel, prog, pas, s: int, line_map, res, dtype,
     key = (pas.pass_, s)
     labels = [_sweep_of(ins, line_map, key) for ins in fn.instrs]
     scratch_bytes = st.scratch * itemsize
-    global_scratch = res.shared < scratch_bytes and scratch_bytes > SHARED_LIMIT
+    # buffers beyond the static limit are dynamic shared memory, opted in at launch up to
+    # the device's limit (runtime/cuda.py), and a global scratch buffer beyond that
+    global_scratch = res.shared < scratch_bytes and scratch_bytes > dev.smem_per_block_optin
     dynamic = 0
     if res.shared < scratch_bytes and not global_scratch:
         dynamic = scratch_bytes
