@@ -715,7 +715,9 @@ def analyse_kernel(kern: sass.Kernel, prog, pas, s: int, line_map, res, dtype,
         sr.warp_iters, sr.row_iters, sr.entries = geo.warp_iters, geo.row_iters, geo.entries
         sr.lane_use, sr.thread_use = geo.lane_use, geo.thread_use
         sr.stencil_wavefronts, sr.stencil_conflict = geo.stencil_wavefronts, geo.conflict
-        sr.warp_instructions = (geo.warp_iters / sr.entries_per_iter * sr.entry_union
+        # (entry_union is per entry: a loop ptxas unrolled by u runs warp_iters / u times
+        # at u * entry_union each)
+        sr.warp_instructions = (geo.warp_iters * sr.entry_union
                                 + geo.row_iters * sr.row + st.nplanes * warps * sr.overhead)
         ideal = geo.stencil_ideal or math.ceil(32 * itemsize / dev.wavefront_bytes)
         sr.pipe_cycles = pipe_cycles(sr.opcodes, sr.entry_union, geo.stencil_wavefronts,
@@ -896,7 +898,7 @@ def report_net(name: str, source: str, dtypes, dev: Device = H100,
             nr.main_thread_use = sum(sw.thread_use * sw.warp_iters for sw in main) / weights
             nr.main_conflict = sum(sw.stencil_conflict * sw.warp_iters for sw in main) / weights
         pr = [r for r in reps if r.pass_ == "pair"]
-        loops_w = sum(sw.warp_iters / sw.entries_per_iter * sw.entry_union
+        loops_w = sum(sw.warp_iters * sw.entry_union
                       + sw.row_iters * sw.row for r in pr for sw in r.sweeps)
         other_w = sum(r.planes * r.other_loops for r in pr)
         nr.us_sweeps = loops_w / dev.issue_rate * 1e6
