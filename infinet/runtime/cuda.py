@@ -123,15 +123,19 @@ class CudaExecutor(Executor):
         A stage whose buffers fit SHARED_LIMIT has them in static shared memory.  A larger
         one is printed with ``extern __shared__`` buffers: opted in here up to the device's
         limit (``MaxSharedMemoryPerBlockOptin``: 227 KiB on sm_90, 163 KiB on sm_80, or
-        DYNAMIC_SHARED_LIMIT where set), and beyond it run from a global scratch buffer."""
-        kern = self.module.get_function(f"{st.name}_{self.suffix}")
+        DYNAMIC_SHARED_LIMIT where set), and beyond it runs as the stage's ``_global``
+        entry point from a global scratch buffer."""
+        name = f"{st.name}_{self.suffix}"
         need = st.scratch * self.dtype.itemsize
         if need <= SHARED_LIMIT:
-            return kern, 0, np.uint64(0)
+            return self.module.get_function(name), 0, np.uint64(0)
         if need <= self.dynamic_shared_limit():
+            kern = self.module.get_function(name)
             if kern.max_dynamic_shared_size_bytes < need:
                 kern.max_dynamic_shared_size_bytes = need
             return kern, need, np.uint64(0)
+        # the stage's twin entry point on a global scratch buffer
+        kern = self.module.get_function(name + "_global")
         return kern, 0, self.cp.empty(grid * st.scratch, self.dtype)
 
     def dynamic_shared_limit(self) -> int:
