@@ -28,23 +28,23 @@ from .render_index import AXIS, buf, offidx, plane_of, plane_valid, pos, shifted
 SHARED_LIMIT = 48 * 1024
 #: what the occupancy of a stage kernel is chosen from (sm_80 and sm_90 alike): registers
 #: and shared memory per SM, the driver's share of each resident block, threads per SM,
-#: and the register budget a stage thread is held to, per real type (the sweeps need up
-#: to ~70 registers in float32 and ~90 in float64 without spilling)
+#: and the register budget a stage thread is held to (the sweeps need up to ~90 registers
+#: without spilling: float64, and float32 quadrature activations)
 SM_REGISTERS = 65536
 SM_SHARED = 164 * 1024            # sm_80's 164 KiB (sm_90 has 228): sized for both
 SM_SHARED_RESERVED = 1024
 SM_THREADS = 2048
 SM_BLOCKS = 32
-STAGE_REGISTERS = {4: 80, 8: 96}
+STAGE_REGISTERS = 96
 
 
-def min_blocks(threads: int, shared_bytes: int, itemsize: int) -> int:
+def min_blocks(threads: int, shared_bytes: int) -> int:
     """The min-blocks value of a stage kernel's ``__launch_bounds__``: as many blocks per
     SM as its shared memory and threads allow, but not so many that ptxas must hold a
     thread to fewer than STAGE_REGISTERS registers (it would spill)."""
     by_shared = SM_SHARED // (shared_bytes + SM_SHARED_RESERVED)
     by_threads = SM_THREADS // threads
-    by_registers = SM_REGISTERS // (threads * STAGE_REGISTERS[itemsize])
+    by_registers = SM_REGISTERS // (threads * STAGE_REGISTERS)
     return max(1, min(by_shared, by_threads, by_registers, SM_BLOCKS))
 
 
@@ -108,4 +108,5 @@ def render(prog: KernelProgram, target: str) -> str:
     return "\n".join(tidy).rstrip("\n") + "\n"
 
 
-__all__ = ["CPU", "CUDA", "SHARED_LIMIT", "min_blocks", "TARGETS", "Target", "lit", "offidx", "render"]
+__all__ = ["CPU", "CUDA", "SHARED_LIMIT", "TARGETS", "Target", "lit", "min_blocks", "offidx",
+           "render"]
