@@ -38,6 +38,9 @@ from .compiled import VarianceTables, fill_features, pack
 from .executor import Executor
 
 NVRTC_OPTIONS = ("--std=c++17", "--fmad=false")
+#: dynamic shared memory a stage kernel opts in to (None: the device's limit); a stage
+#: needing more runs from a global scratch buffer
+DYNAMIC_SHARED_LIMIT: int | None = None
 _MODULES: dict[str, object] = {}
 #: bytes of each of the two pinned staging buffers that inputs and tables upload through
 UPLOAD_STAGE = 32 * 2 ** 20
@@ -88,6 +91,7 @@ class CudaExecutor(Executor):
         self.max_blocks = self.sms * 32
         self._uploads: dict = {}
         self._functions: dict = {}
+        self._optin: int | None = None
         self._pinned: dict = {}
         self._staged: list = [None, None]   # the last copy out of each staging buffer
         #: device work runs on ``compute``; host-to-device and device-to-host copies of
@@ -140,9 +144,13 @@ class CudaExecutor(Executor):
 
     # -- helpers ---------------------------------------------------------------------------
     def _fn(self, name: str):
-        f = self._functions.get(name)
+        """The kernel ``name`` of this dtype (NAME_f32 / NAME_f64), looked up once."""
+        return self._kernel(f"{name}_{self.suffix}")
+
+    def _kernel(self, full: str):
+        f = self._functions.get(full)
         if f is None:
-            f = self._functions[name] = self.module.get_function(f"{name}_{self.suffix}")
+            f = self._functions[full] = self.module.get_function(full)
         return f
 
     def _pinned_buffer(self, key: str, n: int, dtype) -> np.ndarray:
@@ -244,17 +252,11 @@ class CudaExecutor(Executor):
                                                                    np.int64(items)),
                        stream=self.compute)
 
-    def _stage_launch(self, st, grid: int):
-        """A stage kernel, its dynamic shared memory and its global scratch (or null)."""
-        kern = self._fn(st.name)
-        if st.scratch * self.dtype.itemsize <= SHARED_LIMIT:
-            return kern, 0, np.uint64(0)
-        return kern, 0, self.cp.empty(grid * st.scratch, self.dtype)
-
     def _global_scratch(self, st) -> bool:
-        """Whether a stage runs from a global scratch buffer (its planes exceed shared
-        memory)."""
-        return st.scratch * self.dtype.itemsize > SHARED_LIMIT
+        """Whether a stage runs from a global scratch buffer (its planes exceed static
+        shared memory and the dynamic shared memory it may opt in to)."""
+        need = st.scratch * self.dtype.itemsize
+        return need > SHARED_LIMIT and need > self.dynamic_shared_limit()
 
     # -- a launch sequence: every stage over n items, chunked in time --------------------------
     def _sequence(self, pas, n: int, x1, x2, rows1, rows2, vt1, vt2, vrec, ok, ot,
@@ -342,6 +344,35 @@ class CudaExecutor(Executor):
                 o[i, :n].get(stream=self.copy, out=res[i, c0:c0 + n], blocking=False)
         self.copy.synchronize()          # the one host synchronisation of the call
         return res[0].copy(), res[1].copy()
+
+    def _stage_launch(self, st, grid: int):
+        """A stage kernel, its dynamic shared memory and its global scratch (or null).
+
+        A stage whose buffers fit SHARED_LIMIT has them in static shared memory.  A larger
+        one is printed with ``extern __shared__`` buffers: opted in here up to the device's
+        limit (``MaxSharedMemoryPerBlockOptin``: 227 KiB on sm_90, 163 KiB on sm_80, or
+        DYNAMIC_SHARED_LIMIT where set), and beyond it runs as the stage's ``_global``
+        entry point from a global scratch buffer."""
+        need = st.scratch * self.dtype.itemsize
+        if need <= SHARED_LIMIT:
+            return self._fn(st.name), 0, np.uint64(0)
+        if need <= self.dynamic_shared_limit():
+            kern = self._fn(st.name)
+            if kern.max_dynamic_shared_size_bytes < need:
+                kern.max_dynamic_shared_size_bytes = need
+            return kern, need, np.uint64(0)
+        # the stage's twin entry point on a global scratch buffer
+        kern = self._kernel(f"{st.name}_{self.suffix}_global")
+        return kern, 0, self.cp.empty(grid * st.scratch, self.dtype)
+
+    def dynamic_shared_limit(self) -> int:
+        """Dynamic shared memory a stage kernel may opt in to on this device."""
+        if DYNAMIC_SHARED_LIMIT is not None:
+            return DYNAMIC_SHARED_LIMIT
+        if self._optin is None:          # read once: every launch asks
+            attrs = self.cp.cuda.Device().attributes
+            self._optin = int(attrs.get("MaxSharedMemoryPerBlockOptin", SHARED_LIMIT))
+        return self._optin
 
     # -- the executor interface --------------------------------------------------------------
     def _self_variances(self, x) -> VarianceTables:
