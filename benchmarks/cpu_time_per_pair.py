@@ -4,7 +4,8 @@
 
 TREE: a checkout of infinet (e.g. an old commit's `git worktree`), so two versions can be
 timed back to back on the same machine; NET: gap3 (CNN-GAP depth 3), gap11 (CNTK-GAP
-d11) or v21 (CNTK-V d21), 32x32x3 images; N x N pairs.  Prints the best of 5 process-CPU
+d11), v21 (CNTK-V d21) or myrtle5 (examples/myrtle.net of TREE), 32x32x3 images; N x N
+pairs.  Prints the best of 5 process-CPU
 times per pair (CPU time, not wall time: less sensitive to other jobs on a shared
 machine), compilation and a warm-up call excluded.
 """
@@ -19,9 +20,13 @@ import infinet  # noqa: E402
 from infinet.runtime.backends import make_executor  # noqa: E402
 from infinet.runtime.evaluate import evaluate  # noqa: E402
 
-convs, readout = {"gap3": (3, "gap"), "gap11": (10, "gap"), "v21": (20, "flatten")}[net]
-src = (f"input 32x32x3\nrepeat {convs} {{\n conv 3x3 pad=same W=sqrt(2) b=0\n relu\n}}\n"
-       f"{readout}\ndense W=1 b=0\n")
+if net == "myrtle5":
+    with open(f"{tree}/examples/myrtle.net") as fh:
+        src = fh.read()
+else:
+    convs, readout = {"gap3": (3, "gap"), "gap11": (10, "gap"), "v21": (20, "flatten")}[net]
+    src = (f"input 32x32x3\nrepeat {convs} {{\n conv 3x3 pad=same W=sqrt(2) b=0\n relu\n}}\n"
+           f"{readout}\ndense W=1 b=0\n")
 k = infinet.compile(src)
 ex = make_executor(k.plan, "cpu", dtype)
 rng = np.random.default_rng(0)
