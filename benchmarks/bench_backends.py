@@ -22,7 +22,6 @@ import sys
 import time
 from datetime import datetime, timezone
 
-import numpy as np
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
