@@ -40,7 +40,10 @@ def test_cntk_v_is_one_fused_stage_on_plane_zero():
     # the self pass: plane 0 only, v taken from the entry itself, 20 tables recorded
     assert all(op.v_source == "self" for st in prog.self_.stages for op in st.nodes
                if op.kind == "ew")
-    assert len(prog.vtable) == 20 and prog.vt_size == 20 * 32 * 32
+    # v and relu's feature 1/√v of each: two rows of 32·32 per table
+    assert len(prog.vtable) == 20 and prog.vt_size == 2 * 20 * 32 * 32
+    assert [(b.state, b.n, b.size) for b in prog.vfeatures] == \
+        [(s, 1, 32 * 32) for s in sorted(prog.vtable)]
     # every relu prints the same function: printed once
     assert len(prog.functions) == 1
 

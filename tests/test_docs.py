@@ -46,3 +46,28 @@ def test_relative_links_point_at_files_and_sections_that_exist(doc):
 @pytest.mark.parametrize("doc", DOCS, ids=lambda p: p.name)
 def test_no_citation_of_a_document_that_does_not_ship(doc):
     assert "SPEC §" not in doc.read_text()
+
+
+def table_first_column(path, header: str) -> set[str]:
+    """The `keywords` in the first column of the markdown table whose header row starts
+    with `header`."""
+    lines = path.read_text().splitlines()
+    start = next(i for i, ln in enumerate(lines) if ln.startswith(f"| {header} |"))
+    words = set()
+    for ln in lines[start + 2:]:
+        if not ln.startswith("|"):
+            break
+        first = ln.split("|")[1]
+        words |= {w.split()[0] for w in re.findall(r"`([^`]+)`", first)}
+    return words
+
+
+@pytest.mark.parametrize("path", [ROOT / "README.md", ROOT / "docs" / "language.md"],
+                         ids=["README", "language"])
+def test_the_layer_tables_list_every_layer_of_the_registry(path):
+    from infinet.layers import BLOCKS, LAYERS
+    listed = table_first_column(path, "layer")
+    assert set(LAYERS) <= listed, sorted(set(LAYERS) - listed)
+    if path.name == "README.md":
+        assert set(BLOCKS) <= listed, sorted(set(BLOCKS) - listed)
+    assert listed <= set(LAYERS) | set(BLOCKS), sorted(listed - set(LAYERS) - set(BLOCKS))

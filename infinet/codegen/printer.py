@@ -95,6 +95,9 @@ class CPrinter:
     def const(self, x: float) -> CValue:
         return CValue(self, f"(real){lit(x)}")
 
+    def tiny(self) -> CValue:
+        return CValue(self, "inf_tiny((real)0)")
+
     def where(self, cond, a, b) -> CValue:
         cond, a, b = self.value(cond), self.value(a), self.value(b)
         return self.emit(f"{cond.text} ? {a.text} : {b.text}")
@@ -180,17 +183,41 @@ class ElementwiseFunction:
     layer_text: str
     #: static tables of constants the body reads (quadrature nodes and weights)
     tables: tuple[str, ...] = ()
+    #: the layer's per-input features of v (Elementwise.features): how many, and the
+    #: body of ``void NAME_features(real v, real& f0, ...)`` with the returned values
+    n_features: int = 0
+    features_body: tuple[str, ...] = ()
+    features_returns: tuple[str, ...] = ()
 
     @property
     def body_key(self) -> str:
         """Functions with the same text are printed once."""
-        return "\n".join(self.tables + self.body) + \
-            f"\nreturn {self.returns}; dot {self.factor}"
+        return "\n".join(self.tables + self.body + self.features_body) + \
+            f"\nreturn {self.returns}; dot {self.factor}; features {self.features_returns}"
+
+    @property
+    def features_name(self) -> str:
+        return f"{self.name}_features"
+
+    def features_args(self, which: str) -> str:
+        """The feature arguments of a call (C names ``f<which>_<k>``)."""
+        return "".join(f", f{which}_{k}" for k in range(self.n_features))
 
     def definition(self) -> str:
-        params = "real K, real v1, real v2" + (", real& dot" if self.factor else "")
-        lines = [f"// {self.layer_text}", "template <typename real>",
-                 f"INF_FN real {self.name}({params})", "{", "    (void)v1; (void)v2;"]
+        feats = "".join(f", real f1_{k}" for k in range(self.n_features)) + \
+            "".join(f", real f2_{k}" for k in range(self.n_features))
+        params = "real K, real v1, real v2" + feats + (", real& dot" if self.factor else "")
+        lines = []
+        if self.n_features:
+            outs = ", ".join(f"real& f{k}" for k in range(self.n_features))
+            lines += [f"// {self.layer_text}: its features of one input's variance v "
+                      "(stored in the variance tables)", "template <typename real>",
+                      f"INF_FN void {self.features_name}(real v, {outs})", "{"]
+            lines += [f"    {ln}" for ln in self.features_body]
+            lines += [f"    f{k} = {r};" for k, r in enumerate(self.features_returns)]
+            lines += ["}"]
+        lines += [f"// {self.layer_text}", "template <typename real>",
+                  f"INF_FN real {self.name}({params})", "{", "    (void)v1; (void)v2;"]
         lines += [f"    {ln}" for ln in self.tables + self.body]
         if self.factor:
             lines.append(f"    dot = {self.factor};")
@@ -200,13 +227,30 @@ class ElementwiseFunction:
 
 def print_elementwise(layer, name: str) -> ElementwiseFunction:
     """The C function of an elementwise layer's ``entry`` formula."""
+    nf = getattr(layer, "n_features", 0) if layer.variance_stat is not None else 0
+    fbody: tuple[str, ...] = ()
+    freturns: tuple[str, ...] = ()
+    if nf:
+        fp = CPrinter()
+        feats = tuple(fp.value(f) for f in layer.features(fp, CValue(fp, "v")))
+        if len(feats) != nf:
+            raise InfinetError(f"{layer.keyword}: features() gave {len(feats)} values, "
+                               f"n_features is {nf}")
+        if fp.table_lines:
+            raise InfinetError(f"{layer.keyword}: features() cannot use a quadrature")
+        fbody, freturns = tuple(fp.lines), tuple(f.text for f in feats)
     p = CPrinter()
     K, v1, v2 = CValue(p, "K"), CValue(p, "v1"), CValue(p, "v2")
-    new, factor = layer.entry(p, K, v1, v2)
+    if nf:
+        f1 = tuple(CValue(p, f"f1_{k}") for k in range(nf))
+        f2 = tuple(CValue(p, f"f2_{k}") for k in range(nf))
+        new, factor = layer.entry(p, K, v1, v2, f1, f2)
+    else:
+        new, factor = layer.entry(p, K, v1, v2)
     new = p.value(new)
     factor = None if factor is None else p.value(factor)
     return ElementwiseFunction(name, tuple(p.lines), new.text,
                                None if factor is None else factor.text,
                                layer.variance_stat is not None,
                                f"{layer.describe()} (line {layer.pos.line})",
-                               tuple(p.table_lines))
+                               tuple(p.table_lines), nf, fbody, freturns)

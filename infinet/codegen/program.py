@@ -33,6 +33,7 @@ in the reference executor.
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field
 
 from ..errors import InfinetError
@@ -40,6 +41,9 @@ from ..ir.plan import NodePlan, Plan
 from ..layers.base import conv_geometry
 from .printer import ElementwiseFunction, print_elementwise
 
+#: math-namespace functions whose printed C gives the same bits in a vector lane as in
+#: scalar code (correctly rounded operations, or fixed sequences of them: math.j2)
+VECTOR_EXACT = frozenset({"sqrt", "sqrt_fast", "abs", "rsqrt", "acos_sc", "asin_sc", "tiny"})
 #: GPU threads per work item are a multiple of this (one warp per plane row).
 WARP = 32
 #: every spatial state is padded to this many axes (depth, height, width)
@@ -118,6 +122,8 @@ class Op:
     voff: int = 0            # ew (table): offset of v_state's row in the packed table
     vsize: tuple[int, int, int] = (1, 1, 1)   # ew: the variance state's spatial size
     v_src: int = -1          # ew (source): the source index of v_state
+    foff: int = -1           # ew (table): offset of the first feature row of v_state for
+    #                          this layer (feature k at foff + k·size); -1: computed inline
     record: bool = False     # self pass: record v of this state (plane 0)
     record_off: int = 0
     t_in: bool = False       # Θ is live (nonzero) at the input of this op
@@ -242,6 +248,8 @@ class KernelProgram:
     vtable: dict[int, tuple[int, int]] = field(default_factory=dict)  # state -> (offset, size)
     vmeans: dict[int, int] = field(default_factory=dict)   # state -> offset of its mean v
     functions: list[ElementwiseFunction] = field(default_factory=list)
+    #: per-input features of variance states (Elementwise.features), after v and the means
+    vfeatures: list["FeatureBlock"] = field(default_factory=list)
 
     @property
     def passes(self) -> list[PassProgram]:
@@ -249,7 +257,8 @@ class KernelProgram:
 
     @property
     def vt_size(self) -> int:
-        return sum(size for _, size in self.vtable.values()) + len(self.vmeans)
+        return sum(size for _, size in self.vtable.values()) + len(self.vmeans) + \
+            sum(b.n * b.size for b in self.vfeatures)
 
     @property
     def self_diagonal_only(self) -> bool:
@@ -258,6 +267,22 @@ class KernelProgram:
         a vector libmvec lane) computes it, and the pair pass reproduces the self pass bit
         for bit on x = x′ however either pass is vectorised."""
         return not self.self_.active or all(st.nplanes == 1 for st in self.self_.stages)
+
+    @property
+    def vector_blocks_safe(self) -> bool:
+        """Whether the CPU target may walk uniform rows in vector blocks in every pass:
+        where the self pass is plane 0 alone (self_diagonal_only), or where no per-entry
+        function calls a C library function whose vector (libmvec) and scalar versions may
+        differ in the last bit — only correctly rounded operations and the θ polynomial
+        (VECTOR_EXACT) — so that an entry gets the same bits in a vector lane and in
+        scalar code, and the pair pass reproduces the self pass on x = x′ bit for bit."""
+        if self.self_diagonal_only:
+            return True
+        for fn in self.functions:
+            for line in fn.body + fn.features_body:
+                if set(re.findall(r"\binf_(\w+)\(", line)) - VECTOR_EXACT:
+                    return False
+        return True
 
     @property
     def pad_entries(self) -> int:
@@ -279,6 +304,20 @@ class KernelProgram:
         return seen
 
 
+@dataclass(frozen=True)
+class FeatureBlock:
+    """``n`` rows of ``size`` entries at ``offset`` of the packed variance table: the
+    features ``layer.features(m, v)`` of state ``state``'s variances (feature k of
+    position p at offset + k·size + p), filled once per input by the executors."""
+
+    state: int
+    offset: int
+    size: int
+    n: int
+    layer: object
+    key: str
+
+
 # -- lowering -----------------------------------------------------------------------------
 
 def lower_program(plan: Plan) -> KernelProgram:
@@ -291,7 +330,7 @@ def lower_program(plan: Plan) -> KernelProgram:
         offset += size
     vmeans = {s: offset + k for k, s in enumerate(plan.mean_states)}
     functions: dict[str, ElementwiseFunction] = {}
-    ctx = _Context(plan, vtable, functions, vmeans)
+    ctx = _Context(plan, vtable, functions, vmeans, {}, offset + len(vmeans))
     inp = plan.input
     channels = inp.shape.channels or 1
     pair = _lower_pass(ctx, "pair")
@@ -302,7 +341,8 @@ def lower_program(plan: Plan) -> KernelProgram:
     return KernelProgram(name=plan.name, filename=plan.filename, plan=plan,
                          data_shape=plan.data_shape, x_size=math.prod(plan.data_shape),
                          channels=channels, pair=pair, self_=self_, pairk=pairk,
-                         vtable=vtable, vmeans=vmeans, functions=list(functions.values()))
+                         vtable=vtable, vmeans=vmeans, functions=list(functions.values()),
+                         vfeatures=list(ctx.features.values()))
 
 
 @dataclass
@@ -311,12 +351,25 @@ class _Context:
     vtable: dict
     functions: dict
     vmeans: dict
+    features: dict          # (state, features text) -> FeatureBlock
+    next_offset: int        # where the next feature block of the variance table goes
 
     def function(self, layer) -> ElementwiseFunction:
         fn = print_elementwise(layer, f"inf_ew{len(self.functions)}")
         if fn.body_key not in self.functions:
             self.functions[fn.body_key] = fn
         return self.functions[fn.body_key]
+
+    def feature_offset(self, state: int, fn: ElementwiseFunction, layer) -> int:
+        """The offset of the feature rows of ``state`` for ``fn`` (allocated once per
+        state and distinct features formula)."""
+        key = (state, "\n".join(fn.features_body + fn.features_returns))
+        if key not in self.features:
+            size = self.vtable[state][1]
+            self.features[key] = FeatureBlock(state, self.next_offset, size,
+                                              fn.n_features, layer, key[1])
+            self.next_offset += fn.n_features * size
+        return self.features[key].offset
 
 
 def _demand(node: NodePlan, which: str):
@@ -531,6 +584,8 @@ def _stage(ctx, which, number, sink, kinds, members, region, live, record,
                     op.v_source, op.voff, op.vsize = "table", ctx.vmeans[s], (1, 1, 1)
                 elif which != "self":
                     op.v_source, op.voff = "table", ctx.vtable[s][0]
+                    if op.fn.n_features:
+                        op.foff = ctx.feature_offset(s, op.fn, n.layer)
                 elif all(offs == (0,) for offs in stage.planes):
                     op.v_source = "self"
                 else:
@@ -701,6 +756,8 @@ def _tail_op(ctx, which, n: NodePlan, live, record) -> Op:
             op.v_state = n.inputs[0]
             op.v_source = "table" if which != "self" else "self"
             op.voff = ctx.vtable[n.inputs[0]][0] if which != "self" else 0
+            if which != "self" and op.fn.n_features:
+                op.foff = ctx.feature_offset(n.inputs[0], op.fn, n.layer)
     elif fam == "sum":
         op.kind = "sum"
         op.operands = [("var", j, live[j]) for j in n.inputs]

@@ -17,9 +17,10 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 import jinja2
+import numpy as np
 
 from ..dtypes import DTYPES as _DTYPES
-from . import snippets
+from . import snippets, theta_poly
 from .printer import lit
 from .program import KernelProgram, PassProgram, Stage  # noqa: F401
 from .render_index import AXIS, buf, offidx, plane_of, plane_valid, pos, shifted
@@ -40,8 +41,9 @@ class Target:
     #: (not flat_team) walk each row of a uniform stage in whole vectors of INF_VW lanes,
     #: masking the loads and stores past its end, so that no row ends in a scalar loop
     #: (a scalar remainder calls the scalar libm atan2: most of the time on narrow planes).
-    #: Only where the self pass is plane 0 alone (KernelProgram.self_diagonal_only):
-    #: elsewhere an entry's atan2 must come from the same implementation in both passes.
+    #: Only where KernelProgram.vector_blocks_safe (the self pass is plane 0 alone, or no
+    #: per-entry function calls libm): elsewhere an entry's atan2 (say) must come from the
+    #: same implementation in both passes.
     vector_blocks: bool = False
 
 
@@ -66,7 +68,9 @@ def environment() -> jinja2.Environment:
     env.globals.update(lit=lit, offidx=offidx, pi=math.pi, pos=pos, shifted=shifted,
                        plane_of=plane_of, plane_valid=plane_valid, buf=buf,
                        per_item_entries=per_item_entries, shared_limit=SHARED_LIMIT,
-                       dtypes=DTYPES, AXIS=AXIS, prod=math.prod, snippets=snippets)
+                       dtypes=DTYPES, AXIS=AXIS, prod=math.prod, snippets=snippets,
+                       theta_c=theta_poly.c_function,
+                       pi_f32=repr(float(np.float32(math.pi))) + "f", pi_f64=repr(math.pi))
     return env
 
 

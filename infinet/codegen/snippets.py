@@ -33,7 +33,32 @@ def row_bases(stage: Stage, sweep: Sweep) -> list[str]:
             out.append(f"const real* v2r_{a.index} = vt2 + {a.voff} + "
                        f"{pos(a.vsize, '(d + dd)', '(h + dh)', 'dw')};")
             out.append(f"(void)v1r_{a.index}; (void)v2r_{a.index};")
+            size = 1
+            for n in a.vsize:
+                size *= n
+            for k in range(a.fn.n_features if a.foff >= 0 else 0):
+                off = a.foff + k * size
+                out.append(f"const real* f1r_{a.index}_{k} = vt1 + {off} + "
+                           f"{pos(a.vsize, 'd', 'h', '0')};")
+                out.append(f"const real* f2r_{a.index}_{k} = vt2 + {off} + "
+                           f"{pos(a.vsize, '(d + dd)', '(h + dh)', 'dw')};")
+                out.append(f"(void)f1r_{a.index}_{k}; (void)f2r_{a.index}_{k};")
     return out
+
+
+def _features(fn, op, index: str) -> list[str]:
+    """The features of v1 and v2 (f1_k, f2_k): read from the variance tables beside v
+    (pair passes) or computed from v here (self pass; a mean)."""
+    if not fn.n_features:
+        return []
+    names = [f"f{i}_{k}" for i in (1, 2) for k in range(fn.n_features)]
+    if op.foff >= 0:
+        return [f"    const real {f} = f{f[1]}r_{op.index}_{f[3:]}[{index}];" for f in names]
+    one = ", ".join(f"f1_{k}" for k in range(fn.n_features))
+    two = ", ".join(f"f2_{k}" for k in range(fn.n_features))
+    return [f"    real {', '.join(names)};",
+            f"    {fn.features_name}<real>(v1, {one});",
+            f"    {fn.features_name}<real>(v2, {two});"]
 
 
 def _stencil(stage: Stage, op: Op, var: str, base: str) -> list[str]:
@@ -237,15 +262,17 @@ def chain_op(stage: Stage, op: Op, masked: bool) -> list[str]:
                       "    // scalar libm)",
                       "    k = in_ ? k : (real)1;", "    v1 = in_ ? v1 : (real)2;",
                       "    v2 = in_ ? v2 : (real)2;"]
+        lines += _features(fn, op, "0" if op.vsize == (1, 1, 1) else "w")
     else:
         lines.append("    const real v1 = 0, v2 = 0;")
+    fa = fn.features_args("1") + fn.features_args("2")
     if fn.factor:
         lines.append("    real dot;")
-        lines.append(f"    k = {fn.name}<real>(k, v1, v2, dot);")
+        lines.append(f"    k = {fn.name}<real>(k, v1, v2{fa}, dot);")
         if op.t_in:
             lines.append("    t = dot * t;")
     else:
-        lines.append(f"    k = {fn.name}<real>(k, v1, v2);")
+        lines.append(f"    k = {fn.name}<real>(k, v1, v2{fa});")
     lines.append("}")
     return lines
 
@@ -305,13 +332,20 @@ def tail_op(prog, pas, op: Op) -> list[str]:
             lines.append(f"    const real v1 = {kin}, v2 = {kin};")
         else:
             lines.append("    const real v1 = 0, v2 = 0;")
+        if fn.uses_v and fn.n_features and op.foff >= 0:
+            for k in range(fn.n_features):
+                lines.append(f"    const real f1_{k} = A.vt1[r1 * INF_VT + {op.foff + k}], "
+                             f"f2_{k} = A.vt2[r2 * INF_VT + {op.foff + k}];")
+        elif fn.uses_v and fn.n_features:
+            lines += _features(fn, op, "0")
+        fa = fn.features_args("1") + fn.features_args("2")
         if fn.factor:
             lines.append("    real dot;")
-            lines.append(f"    k{i} = {fn.name}<real>({kin}, v1, v2, dot);")
+            lines.append(f"    k{i} = {fn.name}<real>({kin}, v1, v2{fa}, dot);")
             if op.t_in:
                 lines.append(f"    t{i} = dot * t{i};")
         else:
-            lines.append(f"    k{i} = {fn.name}<real>({kin}, v1, v2);")
+            lines.append(f"    k{i} = {fn.name}<real>({kin}, v1, v2{fa});")
         lines.append("}")
     elif op.kind == "sum":
         ks = " + ".join(f"k{j}" for _, j, _ in op.operands)

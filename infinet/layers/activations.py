@@ -9,6 +9,12 @@ abrelu a, b (relu = abrelu 0, 1; leaky_relu α = abrelu α, 1):
 erf:
     r = √(1 + 2v + 2v' + 4·(v v' − Σ²))   (= √((1+2v)(1+2v') − 4Σ²), without the cancellation)
     Σ' = (2/π)·atan2(2Σ, r),   Σ̇ = (4/π)/r
+
+The angles come from the namespace's ``acos_sc`` / ``asin_sc``: atan2 exactly in NumPy,
+a division-free polynomial with a proved error bound in the generated code
+(codegen/theta_poly.py), normalised by reciprocal square roots that are features of
+each input (:meth:`~infinet.layers.base.Elementwise.features`: 1/√v for abrelu,
+1/√(1 + 2v) for erf), stored in the variance tables once per input.
 """
 from __future__ import annotations
 
@@ -16,6 +22,20 @@ import math
 from dataclasses import dataclass
 
 from .base import Elementwise, Real, _fmt
+
+
+def inv_sqrt_v(m, v):
+    """The arccos kernels' feature of an input: 1/√v.  v below the smallest normal number
+    (float32 underflow, warned) is raised to it, so that r1·r2 <= 1/tiny stays finite and
+    s·r1·r2 = 0 where s = 0."""
+    return (m.const(1) / m.sqrt(m.max(v, m.tiny())),)
+
+
+def arccos_theta(m, s, K, r1, r2):
+    """θ = atan2(s, Σ) ∈ [0, π] (s >= 0), normalised by r1·r2 = 1/√(v v') ≈ 1/√(s² + Σ²);
+    π/2 where s = Σ = 0 (s >= 0, so: s + |Σ| = 0), neural-tangents' value."""
+    return m.where(s + m.abs(K) == m.const(0), m.const(math.pi / 2),
+                   m.acos_sc(s, K, r1 * r2))
 
 
 @dataclass(frozen=True)
@@ -29,11 +49,15 @@ class ABRelu(Elementwise):
     examples = ("a=-0.3 b=1.2",)
     flops_per_entry = 16
     transcendentals_per_entry = 2
+    n_features = 1
 
-    def entry(self, m, K, v1, v2):
-        s = m.sqrt(m.max0(v1 * v2 - K * K))
-        # s = Σ = 0 (s >= 0, so: s + |Σ| = 0): θ = π/2
-        theta = m.where(s + m.abs(K) == m.const(0), m.const(math.pi / 2), m.atan2(s, K))
+    def features(self, m, v):
+        return inv_sqrt_v(m, v)
+
+    def entry(self, m, K, v1, v2, f1=None, f2=None):
+        (r1,), (r2,) = f1 or self.features(m, v1), f2 or self.features(m, v2)
+        s = m.sqrt_fast(m.max0(v1 * v2 - K * K))
+        theta = arccos_theta(m, s, K, r1, r2)
         fac = m.const((self.a - self.b) ** 2 / (2 * math.pi))
         dot = m.const((self.a * self.a + self.b * self.b) / 2) - fac * theta
         return fac * s + dot * K, dot
@@ -74,21 +98,31 @@ class Erf(Elementwise):
     examples = ("a=0.8 b=1.3 c=0.2",)
     flops_per_entry = 14
     transcendentals_per_entry = 3
+    n_features = 1
 
     def shown_options(self):
         return tuple(o.name for o in self.options
                      if getattr(self, o.target) != o.default)
 
-    def entry(self, m, K, v1, v2):
+    def features(self, m, v):
+        b2 = self.b * self.b
+        if b2 != 1:
+            v = m.const(b2) * v
+        return (m.const(1) / m.sqrt(m.const(1) + m.const(2) * v),)   # 1/√(1 + 2b²v)
+
+    def entry(self, m, K, v1, v2, f1=None, f2=None):
         # neural-tangents: Σ, v scaled by b² first, the result by a², plus c² (erf is odd,
         # so the shift adds c² alone); Θ' = a²·b²·Σ̇·Θ.  The factors are printed only
         # where they are not 1 (and c² only where c ≠ 0), so the default stays as it was.
+        (q1,), (q2,) = f1 or self.features(m, v1), f2 or self.features(m, v2)
         b2 = self.b * self.b
         if b2 != 1:
             K, v1, v2 = m.const(b2) * K, m.const(b2) * v1, m.const(b2) * v2
         two = m.const(2)
-        r = m.sqrt(m.const(1) + two * v1 + two * v2 + m.const(4) * m.max0(v1 * v2 - K * K))
-        new, dot = m.const(2 / math.pi) * m.atan2(two * K, r), m.const(4 / math.pi) / r
+        r2 = m.const(1) + two * v1 + two * v2 + m.const(4) * m.max0(v1 * v2 - K * K)
+        # atan2(2Σ, r), normalised by q1·q2 = 1/√((1+2v)(1+2v')) = 1/√(r² + 4Σ²)
+        new = m.const(2 / math.pi) * m.asin_sc(two * K, m.sqrt_fast(r2), q1 * q2)
+        dot = m.const(4 / math.pi) * m.rsqrt(r2)
         a2 = self.a * self.a
         if a2 != 1:
             new = m.const(a2) * new
@@ -112,4 +146,4 @@ class Identity(Elementwise):
         return K, None        # Θ unchanged
 
 
-__all__ = ["ABRelu", "Erf", "Identity", "LeakyRelu", "Relu"]
+__all__ = ["ABRelu", "Erf", "Identity", "LeakyRelu", "Relu", "arccos_theta", "inv_sqrt_v"]

@@ -452,6 +452,18 @@ class Elementwise(Layer):
     flops_per_entry: ClassVar[int] = 10
     transcendentals_per_entry: ClassVar[int] = 1
 
+    #: how many values :meth:`features` derives from one input's variance
+    n_features: ClassVar[int] = 0
+
+    def features(self, m, v) -> tuple:
+        """Values derived from one input's variance v alone (e.g. 1/√v), as a tuple of
+        ``n_features``: computed once per input and stored in the variance tables beside v
+        by the generated-code backends, so a pair pays no per-entry square root or
+        division for them.  :meth:`entry` gets them as ``f1``, ``f2`` (and computes them
+        itself when called without).  Only correctly rounded operations (+ − × / √), so
+        that every target gets the same bits as NumPy."""
+        return ()
+
     def entry(self, m, K, v1, v2):  # pragma: no cover - every subclass overrides it
         raise NotImplementedError(type(self).__name__)
 

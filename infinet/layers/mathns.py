@@ -17,9 +17,9 @@ Two namespaces implement it:
 
 So every backend runs the same operations by construction.  The namespace is small on
 purpose: arithmetic through the operators (``+ - * /``, unary ``-``, comparisons),
-:meth:`const`, :meth:`where`, the functions in :data:`FUNCTIONS`, and one loop construct,
-:meth:`quadrature` (a weighted sum over a constant table of nodes, e.g. Gauss–Hermite;
-printers emit it as a loop over a static table, not as unrolled copies).  A function a
+:meth:`const`, :meth:`tiny`, :meth:`where`, the functions in :data:`FUNCTIONS`, and one
+loop construct, :meth:`quadrature` (a weighted sum over a constant table of nodes, e.g.
+Gauss–Hermite; printers emit it as a loop over a static table, not as unrolled copies).  A function a
 printer does not know is an error there, never a silent fallback.
 """
 from __future__ import annotations
@@ -43,6 +43,22 @@ FUNCTIONS: dict[str, tuple[int, object]] = {
     "expm1": (1, np.expm1),
     "log1p": (1, np.log1p),
     "pow": (2, np.power),
+    # √x for x >= 0 where the last bits do not matter to exactness (never for a value
+    # that must be exactly 0 elsewhere than at x = 0).  NumPy and the CPU target: sqrt;
+    # CUDA float: x·rsqrtf(x) (within 3 ulp, 0 at 0: no IEEE square root's fix-up and
+    # slow path); CUDA double: sqrt
+    "sqrt_fast": (1, np.sqrt),
+    # 1/√x.  NumPy: 1/np.sqrt(x), correctly rounded twice; the CPU target the same; CUDA
+    # its rsqrt (within 2 ulp in float, 1 ulp in double: no IEEE division)
+    "rsqrt": (1, lambda x: np.reciprocal(np.sqrt(x))),
+    # θ = atan2(s, c) ∈ [0, π] for s >= 0, given n ≈ 1/√(s² + c²) (n > 0, only a hint:
+    # NumPy ignores it and is exact).  The generated code evaluates a polynomial of
+    # (s·n, c·n) with a proved error bound, no atan2 and no division
+    # (codegen/theta_poly.py); t = 0·P = 0 exactly where s = 0.
+    "acos_sc": (3, lambda s, c, n: np.arctan2(s, c)),
+    # atan2(y, x) ∈ [-π/2, π/2] for x >= 0, given n ≈ 1/√(x² + y²): the arcsine
+    # y/√(x² + y²) by the same polynomial (codegen/theta_poly.py)
+    "asin_sc": (3, lambda y, x, n: np.arctan2(y, x)),
 }
 
 _erf = np.frompyfunc(math.erf, 1, 1)
@@ -62,6 +78,10 @@ class NumpyMath:
 
     def where(self, cond, a, b):
         return np.where(cond, a, b).astype(self.dtype, copy=False)
+
+    def tiny(self):
+        """The smallest normal number of the working dtype."""
+        return self.dt(np.finfo(self.dtype).tiny)
 
     def max0(self, x):
         """max(x, 0), written so that every target evaluates it the same way."""

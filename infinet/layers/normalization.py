@@ -62,8 +62,13 @@ class LayerNorm(Elementwise):
                            self.pos)
         return StateInfo(inputs[0].shape, True, inputs[0].iid)
 
-    def entry(self, m, K, v1, v2):
-        eps = m.const(self.eps)
-        # √(v + ε)·√(v' + ε): the product of roots, so that huge variances do not overflow
-        scale = m.const(1) / (m.sqrt(v1 + eps) * m.sqrt(v2 + eps))
+    n_features = 1
+
+    def features(self, m, v):
+        # 1/√(v + ε) per input (each factor <= 1/√ε: huge variances do not overflow)
+        return (m.const(1) / m.sqrt(v + m.const(self.eps)),)
+
+    def entry(self, m, K, v1, v2, f1=None, f2=None):
+        (g1,), (g2,) = f1 or self.features(m, v1), f2 or self.features(m, v2)
+        scale = g1 * g2
         return K * scale, scale

@@ -42,19 +42,28 @@ class Gelu(Elementwise):
     flops_per_entry = 40
     transcendentals_per_entry = 2
 
-    def entry(self, m, K, v1, v2):
+    n_features = 2
+
+    def features(self, m, v):
+        # g = 1/√(1+v) and v/(1+v), once per input: no division per entry
+        w = m.const(1) + v
+        return m.const(1) / m.sqrt(w), v / w
+
+    def entry(self, m, K, v1, v2, f1=None, f2=None):
+        (g1, h1), (g2, h2) = f1 or self.features(m, v1), f2 or self.features(m, v2)
         one = m.const(1)
         d2 = one + v1 + v2 + m.max0(v1 * v2 - K * K)   # (1+v)(1+v') − Σ², no cancellation
-        delta = m.sqrt(d2)
-        w1, w2 = one + v1, one + v2
-        ratio = (v1 / w1) * (v2 / w2)                  # p/((1+v)(1+v')), no overflow
-        inv = one / (w1 * w2)
-        ang = m.atan2(K, delta)
+        delta = m.sqrt_fast(d2)
+        rd = m.rsqrt(d2)                               # 1/δ
+        n = g1 * g2                                    # 1/√((1+v)(1+v')) = 1/√(Σ² + δ²)
+        ratio = h1 * h2                                # p/((1+v)(1+v')), no overflow
+        inv = n * n
+        ang = m.asin_sc(K, delta, n)                   # atan2(Σ, δ), δ > 0
         inv2pi = m.const(1 / (2 * math.pi))
         # (Σ² + p δ²)/((1+v)(1+v') δ) = (Σ/(1+v))(Σ/(1+v'))/δ + ratio·δ
-        new = ((K / w1) * (K / w2) / delta + ratio * delta + K * ang) * inv2pi \
+        new = ((K * (g1 * g1)) * (K * (g2 * g2)) * rd + ratio * delta + K * ang) * inv2pi \
             + m.const(0.25) * K
-        dot = (K / delta * inv2pi * (one / d2 + inv - ratio + one)
+        dot = (K * rd * inv2pi * (rd * rd + inv - ratio + one)
                + m.const(0.25) + ang * inv2pi)
         return new, dot
 
@@ -162,9 +171,8 @@ class Gaussian(Elementwise):
             # E exp(b u² + b u'²) is finite only where I − 2bΣ is positive definite
             ok = m.min(m.const(1) - m.const(2 * b) * m.max(v1, v2), det) > m.const(0)
             det = m.where(ok, det, m.const(0))
-        root = m.sqrt(det)
-        new = m.const(a2) / root
-        return new, m.const(4 * a2 * b * b) * K / (det * root)
+        rs = m.rsqrt(det)                     # 1/√det (inf where det = 0: Σ' = +∞)
+        return m.const(a2) * rs, m.const(4 * a2 * b * b) * K * (rs * rs * rs)
 
 
 @dataclass(frozen=True)
@@ -177,13 +185,20 @@ class SigmoidLike(Elementwise):
     #: NT's constants: Erf(a=0.5, b=1/2.4020563531719796, c=0.5)
     A, BETA, C = 0.5, 1 / 2.4020563531719796, 0.5
 
-    def entry(self, m, K, v1, v2):
+    n_features = 1
+
+    def features(self, m, v):
+        return (m.const(1) / m.sqrt(m.const(1) + m.const(2 * self.BETA ** 2) * v),)
+
+    def entry(self, m, K, v1, v2, f1=None, f2=None):
+        # as erf: atan2(2BΣ, r) normalised by q1·q2 = 1/√((1+2Bv)(1+2Bv')) = 1/√(r² + 4B²Σ²)
+        (q1,), (q2,) = f1 or self.features(m, v1), f2 or self.features(m, v2)
         B = self.BETA ** 2
-        r = m.sqrt(m.const(1) + m.const(2 * B) * v1 + m.const(2 * B) * v2
-                   + m.const(4 * B * B) * m.max0(v1 * v2 - K * K))
-        new = m.const(self.A ** 2 * 2 / math.pi) * m.atan2(m.const(2 * B) * K, r) \
-            + m.const(self.C ** 2)
-        return new, m.const(self.A ** 2 * B * 4 / math.pi) / r
+        r2 = (m.const(1) + m.const(2 * B) * v1 + m.const(2 * B) * v2
+              + m.const(4 * B * B) * m.max0(v1 * v2 - K * K))
+        new = m.const(self.A ** 2 * 2 / math.pi) * \
+            m.asin_sc(m.const(2 * B) * K, m.sqrt_fast(r2), q1 * q2) + m.const(self.C ** 2)
+        return new, m.const(self.A ** 2 * B * 4 / math.pi) * m.rsqrt(r2)
 
 
 __all__ = ["Cos", "Exp", "Gaussian", "Gelu", "Rbf", "SigmoidLike", "Sin"]

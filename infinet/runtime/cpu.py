@@ -15,7 +15,7 @@ from ..codegen import cpujit
 from ..codegen.program import KernelProgram
 from ..dtypes import DTYPES
 from ..errors import InfinetError
-from .compiled import VarianceTables, pack
+from .compiled import VarianceTables, fill_features, pack
 from .executor import Executor
 
 
@@ -98,6 +98,7 @@ class CpuExecutor(Executor):
         if self._self is not None:
             rows = np.arange(n, dtype=np.int64)
             self._call(self._self, n, x, x, rows, rows, packed, packed, packed, None, None)
+        fill_features(self.program, packed, self.dtype)
         return VarianceTables.from_packed(self.program, packed)
 
     def _pairs(self, x1, x2, rows1, rows2, v1, v2):

@@ -21,7 +21,7 @@ from ..codegen.program import KernelProgram
 from ..codegen.render import SHARED_LIMIT
 from ..dtypes import DTYPES
 from ..errors import InfinetError
-from .compiled import VarianceTables, pack
+from .compiled import VarianceTables, fill_features, pack
 from .executor import Executor
 
 NVRTC_OPTIONS = ("--std=c++17", "--fmad=false")
@@ -127,6 +127,7 @@ class CudaExecutor(Executor):
             rows = cp.arange(n, dtype=cp.int64)
             self._run_pass(self.program.self_, n, xd, xd, rows, rows, packed, packed, packed,
                            None, None)
+        fill_features(self.program, packed, self.dtype, xp=cp)
         return VarianceTables.from_packed(self.program, packed)
 
     def _pairs(self, x1, x2, rows1, rows2, v1, v2):
