@@ -154,3 +154,21 @@ def test_batches_come_from_the_kernels_memory_per_pair():
     # the NumPy executor keeps the model
     ref = ReferenceExecutor(k.plan, "float32")
     assert batching.batch_size(ref) == batching.pair_batch_size(k.plan, 4, 4 * 2 ** 20)
+
+
+def test_every_scalar_libm_function_of_the_math_namespace_keeps_the_per_pair_form():
+    """The lane rule (cpu_lanes.j2 `scalar_calls`, mirrored in SCALAR_CALLS) names every
+    function of math.j2 that is neither exact in a vector lane (VECTOR_EXACT) nor inlined
+    as an instruction (fma) nor a helper of the templates: a new libm function must be
+    added to it, or its stages would run their lane loops in scalar code."""
+    import re
+    from pathlib import Path
+
+    from infinet.codegen.program import VECTOR_EXACT
+    math_j2 = Path(infinet.__file__).parent / "codegen" / "templates" / "math.j2"
+    lanes_j2 = math_j2.with_name("cpu_lanes.j2")
+    names = set(re.findall(r"INF_FN \w+ inf_(\w+)\(", math_j2.read_text()))
+    scalar = names - VECTOR_EXACT - {"fma", "input", "mod"}
+    listed = {f[len("inf_"):-1] for f in SCALAR_CALLS}
+    assert scalar <= listed, scalar - listed
+    assert all(f'"{f}"' in lanes_j2.read_text() for f in SCALAR_CALLS)
