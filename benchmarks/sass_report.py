@@ -36,7 +36,7 @@ sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import infinet  # noqa: E402
-from infinet.codegen import nvrtc, program as program_module, sass  # noqa: E402
+from infinet.codegen import columns, nvrtc, program as program_module, sass  # noqa: E402
 from infinet.codegen.render import CUDA, SHARED_LIMIT, render  # noqa: E402
 from infinet.codegen.render_index import buf  # noqa: E402
 from infinet.dtypes import DTYPES  # noqa: E402
@@ -174,7 +174,7 @@ def sweep_mode(stage) -> str:
     stage walks its valid region as one flat range (``flat``); any other walks the whole
     padded buffer, rows over warps and lanes along w (``full``)."""
     if stage.uniform and CUDA.flat_team:
-        return "flat"
+        return "columns" if columns.uses_columns(stage) else "flat"
     if stage.uniform:
         return "rows"
     return "full"
@@ -211,6 +211,9 @@ def team_walk(stage, sweep, D) -> Walk:
     custom = getattr(program_module, "team_walk", None)
     if custom is not None:
         return custom(stage, sweep, D)
+    cols = columns.team_walk(stage, sweep, D)     # the CUDA target's column walk
+    if cols is not None:
+        return Walk(*cols)
     threads = stage.threads
     warps = threads // 32
     (lod, hid), (loh, hih), (low, hiw) = valid_region(sweep, D)
@@ -580,7 +583,9 @@ def analyse_kernel(kern: sass.Kernel, prog, pas, s: int, line_map, res, dtype,
     key = (pas.pass_, s)
     labels = [_sweep_of(ins, line_map, key) for ins in fn.instrs]
     scratch_bytes = st.scratch * itemsize
-    global_scratch = res.shared < scratch_bytes and scratch_bytes > SHARED_LIMIT
+    # buffers beyond the static limit are dynamic shared memory, opted in at launch up to
+    # the device's limit (runtime/cuda.py), and a global scratch buffer beyond that
+    global_scratch = res.shared < scratch_bytes and scratch_bytes > dev.smem_per_block_optin
     dynamic = 0
     if res.shared < scratch_bytes and not global_scratch:
         dynamic = scratch_bytes
@@ -710,7 +715,9 @@ def analyse_kernel(kern: sass.Kernel, prog, pas, s: int, line_map, res, dtype,
         sr.warp_iters, sr.row_iters, sr.entries = geo.warp_iters, geo.row_iters, geo.entries
         sr.lane_use, sr.thread_use = geo.lane_use, geo.thread_use
         sr.stencil_wavefronts, sr.stencil_conflict = geo.stencil_wavefronts, geo.conflict
-        sr.warp_instructions = (geo.warp_iters / sr.entries_per_iter * sr.entry_union
+        # (entry_union is per entry: a loop ptxas unrolled by u runs warp_iters / u times
+        # at u * entry_union each)
+        sr.warp_instructions = (geo.warp_iters * sr.entry_union
                                 + geo.row_iters * sr.row + st.nplanes * warps * sr.overhead)
         ideal = geo.stencil_ideal or math.ceil(32 * itemsize / dev.wavefront_bytes)
         sr.pipe_cycles = pipe_cycles(sr.opcodes, sr.entry_union, geo.stencil_wavefronts,
@@ -891,7 +898,7 @@ def report_net(name: str, source: str, dtypes, dev: Device = H100,
             nr.main_thread_use = sum(sw.thread_use * sw.warp_iters for sw in main) / weights
             nr.main_conflict = sum(sw.stencil_conflict * sw.warp_iters for sw in main) / weights
         pr = [r for r in reps if r.pass_ == "pair"]
-        loops_w = sum(sw.warp_iters / sw.entries_per_iter * sw.entry_union
+        loops_w = sum(sw.warp_iters * sw.entry_union
                       + sw.row_iters * sw.row for r in pr for sw in r.sweeps)
         other_w = sum(r.planes * r.other_loops for r in pr)
         nr.us_sweeps = loops_w / dev.issue_rate * 1e6

@@ -115,7 +115,9 @@ def test_cuda_source_is_self_contained_and_specialised():
     src = k.cuda_source
     assert "#include" not in src
     # constants of the network are literals; demanded planes are listed; .net lines cited
-    assert "A(S): taps along w summed and scaled by 1/3" in src   # unrolled 3x3 stencil
+    # the unrolled 3x3 stencil (the column walk: the new row's taps, the rows above from
+    # registers)
+    assert "A(S): this row's taps along w summed and scaled by 1/3" in src
     assert "pair_stage0_oh[15] = { -7, -6" in src          # 8x8 gap: all 15 offsets per axis
     assert "layer 1 (line 8): conv 3x3 pad=same W=1.41421 b=0 fixed" in src
     assert src == infinet.compile(CASES["example_cntk_gap"]).cuda_source   # deterministic

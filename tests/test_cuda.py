@@ -77,16 +77,20 @@ def test_auto_prefers_cuda():
 
 
 @contextmanager
-def shared_limit(limit: int):
-    """The code generator's static shared-memory limit lowered to ``limit`` bytes (both
-    where the source is printed and where the executor sizes the global scratch)."""
+def shared_limit(limit: int, dynamic: int | None = None):
+    """The code generator's static shared-memory limit lowered to ``limit`` bytes (where
+    the source is printed and where the executor decides what is static), and the
+    dynamic shared memory the executor opts in to set to ``dynamic`` (None: the
+    device's limit)."""
     render = importlib.import_module("infinet.codegen.render")
     cuda_mod = importlib.import_module("infinet.runtime.cuda")
     old = render.SHARED_LIMIT, getattr(cuda_mod, "SHARED_LIMIT", None)
+    old_dyn = getattr(cuda_mod, "DYNAMIC_SHARED_LIMIT", None)
     env = getattr(render, "environment", None)
     render.SHARED_LIMIT = limit
     if old[1] is not None:
         cuda_mod.SHARED_LIMIT = limit
+    cuda_mod.DYNAMIC_SHARED_LIMIT = dynamic
     if hasattr(env, "cache_clear"):
         env.cache_clear()
     try:
@@ -95,21 +99,25 @@ def shared_limit(limit: int):
         render.SHARED_LIMIT = old[0]
         if old[1] is not None:
             cuda_mod.SHARED_LIMIT = old[1]
+        cuda_mod.DYNAMIC_SHARED_LIMIT = old_dyn
         if hasattr(env, "cache_clear"):
             env.cache_clear()
 
 
+@pytest.mark.parametrize("where", ["dynamic", "global"])
 @pytest.mark.parametrize("name", ["example_cntk_gap", "more_pool_same"])
-def test_large_plane_fallback_to_global_scratch(name):
-    """Planes too big for shared memory run from a global scratch buffer: forced here by a
-    1 KiB limit, so every stage kernel of these nets takes that path."""
+def test_large_plane_fallback_to_global_scratch(name, where):
+    """Planes too big for static shared memory run from dynamic shared memory (opted in
+    at launch), or from a global scratch buffer beyond the device's opt-in limit: forced
+    here by a 1 KiB static limit (and a 1 KiB dynamic one for the global path), so every
+    stage kernel of these nets takes that path."""
     import cupy as cp
 
     from infinet.runtime.kernel import CompiledKernel
     k = infinet.compile(CASES[name])
     x1, x2 = inputs(k.plan, seed=11)
     normal = k.cuda_source
-    with shared_limit(1024):
+    with shared_limit(1024, 1024 if where == "global" else None):
         fresh = CompiledKernel.from_plan(k.plan)     # printed again, under the lower limit
         for dtype in ("float64", "float32"):
             gpu = fresh.executor("cuda", dtype)
@@ -117,12 +125,62 @@ def test_large_plane_fallback_to_global_scratch(name):
             mod = cp.RawModule(code=gpu.source, options=("--std=c++17",))
             for decl in find_kernels(gpu.source):
                 assert mod.get_function(decl.name).shared_size_bytes <= 1024, decl.name
+            for st in gpu.pair_pass.stages:
+                _, shared, scratch = gpu._stage_launch(st, 4)
+                if where == "global":
+                    assert shared == 0 and isinstance(scratch, cp.ndarray), st.name
+                else:
+                    assert shared == st.scratch * np.dtype(dtype).itemsize > 1024, st.name
             ref = ReferenceExecutor(k.plan, dtype)
             for a, b in ((x1, x2), (x1, None)):
                 want, got = evaluate(ref, a, b), evaluate(gpu, a, b)
                 for kind in ("nngp", "ntk"):
                     assert_agrees(k.plan, getattr(want, kind), getattr(got, kind), dtype,
                                   symmetric=b is None, what=(name, dtype, kind))
+
+
+BIG_PLANE = """net big_plane
+input 48x48x2
+conv 3x3 pad=same W=1.5 b=0.1
+relu
+conv 3x3 pad=same W=1.5 b=0
+flatten
+dense W=1 b=0
+"""
+
+
+def test_large_images_use_dynamic_shared_memory_up_to_the_opt_in():
+    """A 48x48 float64 plane (2 slots of K and Θ: 80 KB) is beyond the 48 KiB of static
+    shared memory: its kernel takes dynamic shared memory, which the runtime opts in to;
+    launched without the opt-in the same kernel is refused."""
+    import cupy as cp
+
+    from infinet.runtime.cuda import NVRTC_OPTIONS
+    k = infinet.compile(BIG_PLANE)
+    gpu = cuda_executor(k.plan, "float64")
+    st = gpu.pair_pass.stages[0]
+    need = st.scratch * 8
+    assert 48 * 1024 < need <= gpu.dynamic_shared_limit()
+    assert "extern __shared__" in gpu.source
+    x1, x2 = inputs(k.plan, seed=5, n1=2, n2=2)
+    ref = ReferenceExecutor(k.plan, "float64")
+    for a, b in ((x1, x2), (x1, None)):
+        want, got = evaluate(ref, a, b), evaluate(gpu, a, b)
+        for kind in ("nngp", "ntk"):
+            assert_agrees(k.plan, getattr(want, kind), getattr(got, kind), "float64",
+                          symmetric=b is None, what=("big_plane", kind))
+    kern = gpu.module.get_function(f"{st.name}_f64")
+    assert kern.max_dynamic_shared_size_bytes >= need          # opted in by the runtime
+    # the same source in a module of its own: no opt-in, so a launch with that much
+    # dynamic shared memory is refused before it runs (items = 0)
+    mod = cp.RawModule(code=gpu.source, options=NVRTC_OPTIONS + ("-DINF_NO_OPT_IN=1",))
+    fresh = mod.get_function(f"{st.name}_f64")
+    nargs = 10 + len(gpu.program.buffer_names)
+    args = (None,) * nargs + (np.int64(0),)
+    with pytest.raises(Exception, match="opt in|INVALID_VALUE"):
+        fresh((1,), (st.threads,), args, shared_mem=need)
+    fresh.max_dynamic_shared_size_bytes = need
+    fresh((1,), (st.threads,), args, shared_mem=need)
 
 
 def test_random_architectures_cuda_matches_reference():

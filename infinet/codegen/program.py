@@ -46,6 +46,8 @@ from .printer import ElementwiseFunction, print_elementwise
 VECTOR_EXACT = frozenset({"sqrt", "sqrt_fast", "abs", "rsqrt", "acos_sc", "asin_sc", "tiny"})
 #: GPU threads per work item are a multiple of this (one warp per plane row).
 WARP = 32
+#: GPU threads per work item of a stage walked by columns (at most; codegen/columns.py)
+COLUMN_TEAM = 128
 #: every spatial state is padded to this many axes (depth, height, width)
 AXES = 3
 
@@ -733,6 +735,12 @@ def _finish_stage(stage: Stage) -> None:
                         for op in stage.nodes)
     rows = extent[0] * extent[1]
     stage.threads = 32 * min(8, _pow2_at_least(max(rows, 1)))
+    if stage.uniform and extent[0] == 1 and stage.sink_size[1] > 1 and \
+            stage.sink_size[2] <= COLUMN_TEAM:
+        # the CUDA target walks such a stage by columns (codegen/columns.py): a smaller
+        # team gives each thread a longer band of rows (the register stencil's rows above
+        # the band's first entry are read once per band) and fewer warps per plane
+        stage.threads = min(stage.threads, COLUMN_TEAM)
 
 
 def _tail_op(ctx, which, n: NodePlan, live, record) -> Op:

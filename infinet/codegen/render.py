@@ -20,13 +20,33 @@ import jinja2
 import numpy as np
 
 from ..dtypes import DTYPES as _DTYPES
-from . import snippets, theta_poly
+from . import columns, snippets, theta_poly
 from .printer import lit
 from .program import KernelProgram, PassProgram, Stage  # noqa: F401
 from .render_index import AXIS, buf, offidx, plane_of, plane_valid, pos, shifted
 
 #: static shared memory a CUDA block may use without opting in
 SHARED_LIMIT = 48 * 1024
+#: what the occupancy of a stage kernel is chosen from (sm_80 and sm_90 alike): registers
+#: and shared memory per SM, the driver's share of each resident block, threads per SM,
+#: and the register budget a stage thread is held to (the sweeps need up to ~90 registers
+#: without spilling: float64, and float32 quadrature activations)
+SM_REGISTERS = 65536
+SM_SHARED = 164 * 1024            # sm_80's 164 KiB (sm_90 has 228): sized for both
+SM_SHARED_RESERVED = 1024
+SM_THREADS = 2048
+SM_BLOCKS = 32
+STAGE_REGISTERS = 96
+
+
+def min_blocks(threads: int, shared_bytes: int) -> int:
+    """The min-blocks value of a stage kernel's ``__launch_bounds__``: as many blocks per
+    SM as its shared memory and threads allow, but not so many that ptxas must hold a
+    thread to fewer than STAGE_REGISTERS registers (it would spill)."""
+    by_shared = SM_SHARED // (shared_bytes + SM_SHARED_RESERVED)
+    by_threads = SM_THREADS // threads
+    by_registers = SM_REGISTERS // (threads * STAGE_REGISTERS)
+    return max(1, min(by_shared, by_threads, by_registers, SM_BLOCKS))
 
 
 @dataclass(frozen=True)
@@ -69,6 +89,7 @@ def environment() -> jinja2.Environment:
                        plane_of=plane_of, plane_valid=plane_valid, buf=buf,
                        per_item_entries=per_item_entries, shared_limit=SHARED_LIMIT,
                        dtypes=DTYPES, AXIS=AXIS, prod=math.prod, snippets=snippets,
+                       columns=columns, min_blocks=min_blocks,
                        theta_c=theta_poly.c_function,
                        pi_f32=repr(float(np.float32(math.pi))) + "f", pi_f64=repr(math.pi))
     return env
@@ -91,4 +112,5 @@ def render(prog: KernelProgram, target: str) -> str:
     return "\n".join(tidy).rstrip("\n") + "\n"
 
 
-__all__ = ["CPU", "CUDA", "SHARED_LIMIT", "TARGETS", "Target", "lit", "offidx", "render"]
+__all__ = ["CPU", "CUDA", "SHARED_LIMIT", "TARGETS", "Target", "lit", "min_blocks", "offidx",
+           "render"]

@@ -25,6 +25,9 @@ from .compiled import VarianceTables, fill_features, pack
 from .executor import Executor
 
 NVRTC_OPTIONS = ("--std=c++17", "--fmad=false")
+#: dynamic shared memory a stage kernel opts in to (None: the device's limit); a stage
+#: needing more runs from a global scratch buffer
+DYNAMIC_SHARED_LIMIT: int | None = None
 #: device memory for the materialised states of one launch sequence
 DEVICE_BUDGET = 2 * 2 ** 30
 _MODULES: dict[str, object] = {}
@@ -105,17 +108,42 @@ class CudaExecutor(Executor):
             for k, st in enumerate(pas.stages):
                 work = n * st.nplanes
                 grid = int(min(work, self.max_blocks))
-                gscratch = null
-                if st.scratch * itemsize > SHARED_LIMIT:
-                    gscratch = cp.empty(grid * st.scratch, self.dtype)
-                kern = self.module.get_function(f"{st.name}_{self.suffix}")
-                kern((grid,), (st.threads,), head + (gscratch, np.int64(n)))
+                kern, shared, gscratch = self._stage_launch(st, grid)
+                kern((grid,), (st.threads,), head + (gscratch, np.int64(n)), shared_mem=shared)
                 for after, state, *_ in pas.reductions:
                     if after == k:
                         mean = self.module.get_function(f"{pas.pass_}_mean{state}_{self.suffix}")
                         mean((math.ceil(n / 128),), (128,), head + (null, np.int64(n)))
             tail = self.module.get_function(f"{pas.pass_}_tail_{self.suffix}")
             tail((math.ceil(n / 128),), (128,), head + (null, np.int64(n)))
+
+    def _stage_launch(self, st, grid: int):
+        """A stage kernel, its dynamic shared memory and its global scratch (or null).
+
+        A stage whose buffers fit SHARED_LIMIT has them in static shared memory.  A larger
+        one is printed with ``extern __shared__`` buffers: opted in here up to the device's
+        limit (``MaxSharedMemoryPerBlockOptin``: 227 KiB on sm_90, 163 KiB on sm_80, or
+        DYNAMIC_SHARED_LIMIT where set), and beyond it runs as the stage's ``_global``
+        entry point from a global scratch buffer."""
+        name = f"{st.name}_{self.suffix}"
+        need = st.scratch * self.dtype.itemsize
+        if need <= SHARED_LIMIT:
+            return self.module.get_function(name), 0, np.uint64(0)
+        if need <= self.dynamic_shared_limit():
+            kern = self.module.get_function(name)
+            if kern.max_dynamic_shared_size_bytes < need:
+                kern.max_dynamic_shared_size_bytes = need
+            return kern, need, np.uint64(0)
+        # the stage's twin entry point on a global scratch buffer
+        kern = self.module.get_function(name + "_global")
+        return kern, 0, self.cp.empty(grid * st.scratch, self.dtype)
+
+    def dynamic_shared_limit(self) -> int:
+        """Dynamic shared memory a stage kernel may opt in to on this device."""
+        if DYNAMIC_SHARED_LIMIT is not None:
+            return DYNAMIC_SHARED_LIMIT
+        attrs = self.cp.cuda.Device().attributes
+        return int(attrs.get("MaxSharedMemoryPerBlockOptin", SHARED_LIMIT))
 
     # -- the executor interface --------------------------------------------------------------
     def _self_variances(self, x) -> VarianceTables:
