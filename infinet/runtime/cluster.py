@@ -91,7 +91,8 @@ class RemoteExecutor:
     and the store need (plan, backend name, dtype, kernels, batch and tile hints); it
     computes nothing itself."""
 
-    def __init__(self, spec: ExecutorSpec, batch_memory=None, tile_work=None):
+    def __init__(self, spec: ExecutorSpec, batch_memory=None, tile_work=None,
+                 pair_bytes=None):
         self.spec = spec
         self.plan = spec.plan
         self.name = spec.backend
@@ -99,6 +100,7 @@ class RemoteExecutor:
         self.ntk = spec.ntk
         self.batch_memory = batch_memory
         self.tile_work = tile_work
+        self.pair_bytes = pair_bytes
 
     def _here(self, *_args):
         raise InfinetError(f"this {self.name} executor runs on the cluster's workers; pass the "
@@ -185,7 +187,8 @@ def describe_executor(spec: ExecutorSpec, pairs):
     resolved = ExecutorSpec(spec.plan, name, spec.dtype, spec.ntk)
     executor, _ = _executor(resolved)
     return {"backend": name, "batch_memory": getattr(executor, "batch_memory", None),
-            "tile_work": getattr(executor, "tile_work", None)}
+            "tile_work": getattr(executor, "tile_work", None),
+            "pair_bytes": getattr(executor, "pair_bytes", None)}
 
 
 def forget_run(run: str) -> None:
@@ -224,7 +227,7 @@ def cluster_executor(kernel, backend: str, dtype, client, pairs: int | None = No
     spec = ExecutorSpec(plan, check_backend(backend), dtype, ntk)
     info = client.submit(describe_executor, spec, pairs, pure=False).result()
     return RemoteExecutor(ExecutorSpec(plan, info["backend"], dtype, ntk),
-                          info["batch_memory"], info["tile_work"])
+                          info["batch_memory"], info["tile_work"], info.get("pair_bytes"))
 
 
 def prepare_store(client, store) -> None:
