@@ -5,9 +5,12 @@
 
 Nets (32x32x3 inputs unless --side is given), as in BENCHMARKS.md: CNN-GAP d3 (3 x [3x3
 SAME conv W=sqrt(2), relu], gap, dense), CNTK-V d21 (20 convs, flatten), CNTK-GAP d11 and
-d21 (10 / 20 convs, gap); depth counts the convs plus the dense readout (Arora et al.).  Each measurement
-is a K(x1, x2) evaluation of n1 x n2 pairs (self-variances included, compilation not:
-every executor is built and warmed up first).  Prints a markdown table.
+d21 (10 / 20 convs, gap); depth counts the convs plus the dense readout (Arora et al.);
+Myrtle-5 (examples/myrtle.net, blocks = 1: 4 convs, two 2x2 avgpools, an 8x8 avgpool,
+dense).  Each measurement is a K(x1, x2) evaluation of n1 x n2 pairs (self-variances
+included, compilation not: every executor is built and warmed up first) on the inputs of
+benchmarks/nt_baseline.py (``make_inputs``: the same images neural-tangents is timed on).
+Prints a markdown table with the OpenMP threads and the 1-minute load average of each row.
 """
 from __future__ import annotations
 
@@ -19,7 +22,6 @@ import sys
 import time
 from datetime import datetime, timezone
 
-import numpy as np
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
@@ -36,7 +38,10 @@ def _net(name: str, convs: int, readout: str, side: int) -> str:
 
 
 def nets(side: int) -> dict[str, str]:
+    with open(os.path.join(ROOT, "examples", "myrtle.net")) as fh:
+        myrtle = fh.read().replace("input 32x32x3", f"input {side}x{side}x3")
     return {
+        "myrtle5": myrtle,
         "cnn_gap3": _net("cnn_gap_d3", 3, "gap", side),       # 3 convs (as NT's baseline)
         "cntk_v21": _net("cntk_v_d21", 20, "flatten", side),  # depth = convs + readout
         "cntk_gap11": _net("cntk_gap_d11", 10, "gap", side),
@@ -76,18 +81,19 @@ def main(argv=None) -> int:
     ap.add_argument("--repeat", type=int, default=1, help="best of this many runs")
     args = ap.parse_args(argv)
     table = nets(args.side)
-    rng = np.random.default_rng(0)
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from nt_baseline import make_inputs
+    threads = os.environ.get("OMP_NUM_THREADS", f"{os.cpu_count()} (default)")
     print(f"# infinet bench_backends  {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC")
     print(f"# machine: {machine()}")
     print(f"# command: {' '.join([os.path.basename(sys.argv[0])] + (argv or sys.argv[1:]))}")
     print()
-    print("| net | input | backend | dtype | pairs | seconds | pairs/s | s/pair |")
-    print("|---|---|---|---|---:|---:|---:|---:|")
+    print("| net | input | backend | dtype | pairs | seconds | pairs/s | s/pair | threads | load |")
+    print("|---|---|---|---|---:|---:|---:|---:|---:|---:|")
     for net in args.nets.split(","):
         k = infinet.compile(table[net])
         shape = k.plan.data_shape
-        x1 = rng.standard_normal((args.n1,) + shape)
-        x2 = rng.standard_normal((args.n2,) + shape)
+        x1, x2 = make_inputs(args.n1, args.n2, hw=shape[0], channels=shape[-1])
         for backend in args.backends.split(","):
             for dtype in args.dtypes.split(","):
                 ex = make_executor(k.plan, backend, dtype)
@@ -99,7 +105,8 @@ def main(argv=None) -> int:
                     best = min(best, time.perf_counter() - t0)
                 pairs = args.n1 * args.n2
                 print(f"| {net} | {'x'.join(map(str, shape))} | {ex.name} | {dtype} | {pairs} | "
-                      f"{best:.3f} | {pairs / best:.3g} | {best / pairs:.3g} |", flush=True)
+                      f"{best:.3f} | {pairs / best:.3g} | {best / pairs:.3g} | {threads} | "
+                      f"{os.getloadavg()[0]:.2f} |", flush=True)
     return 0
 
 

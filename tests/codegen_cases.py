@@ -127,13 +127,20 @@ def inputs(plan, seed: int, n1: int = 4, n2: int = 3):
     return rng.standard_normal((n1,) + shape), rng.standard_normal((n2,) + shape)
 
 
-def assert_agrees(plan, ref, got, dtype: str, symmetric: bool, what: str = ""):
-    """|got - ref| <= tol * max|ref| (1e-12 float64, 1e-5 float32), elementwise."""
-    tol = 1e-12 if dtype == "float64" else 1e-5
+def relative_error(got, ref) -> float:
+    """max |got - ref| / max |ref|."""
     scale = np.abs(ref).max() or 1.0
-    err = np.abs(np.asarray(got) - ref) / scale
+    return float((np.abs(np.asarray(got, dtype=np.float64) - ref) / scale).max())
+
+
+def assert_agrees(plan, ref, got, dtype: str, symmetric: bool, what: str = "",
+                  floor: float = 0.0):
+    """|got - ref| <= tol * max|ref| (1e-12 float64, 1e-5 float32; at least `floor`),
+    elementwise."""
+    tol = max(1e-12 if dtype == "float64" else 1e-5, floor)
     assert np.all(np.isfinite(got)), (what, "non-finite values")
-    assert err.max() <= tol, (what, float(err.max()))
+    err = relative_error(got, ref)
+    assert err <= tol, (what, err)
 
 
 def check_random_architecture(source: str, data_shape, seed: int, make_executor) -> None:
@@ -147,14 +154,25 @@ def check_random_architecture(source: str, data_shape, seed: int, make_executor)
     rng = np.random.default_rng(seed)
     x1 = rng.standard_normal((3,) + tuple(data_shape))
     x2 = rng.standard_normal((2,) + tuple(data_shape))
+    exact = {}
     for dtype in ("float64", "float32"):
         ref = ReferenceExecutor(k.plan, dtype)
         other = make_executor(k, dtype)
         for a, b in ((x1, x2), (x1, None)):
             want, got = evaluate(ref, a, b), evaluate(other, a, b)
             for kind in ("nngp", "ntk"):
-                assert_agrees(k.plan, getattr(want, kind), getattr(got, kind), dtype,
-                              symmetric=b is None, what=(source, dtype, kind))
+                want_k = getattr(want, kind)
+                if dtype == "float64":
+                    exact[b is None, kind] = want_k
+                    floor = 0.0
+                else:
+                    # a drawn net can be ill-conditioned in float32 (sign's arcsine at
+                    # correlations near 1 amplifies rounding ~100x): there two float32
+                    # evaluations may differ by as much as the float32 reference differs
+                    # from the float64 one, so that (×3) is the floor of the tolerance
+                    floor = 3 * relative_error(want_k, exact[b is None, kind])
+                assert_agrees(k.plan, want_k, getattr(got, kind), dtype,
+                              symmetric=b is None, what=(source, dtype, kind), floor=floor)
 
 
 _EXECUTORS: dict = {}

@@ -265,6 +265,22 @@ def _column_lanes(D, threads=128, n=8):
     return out
 
 
+def test_column_walk_reciprocals_divide_exactly(small_program):
+    """columns_setup divides by the plane's width and the band count as (x * r[n]) >> 20
+    (codegen/columns.py: reciprocals): the same quotients as integer division for every
+    dividend the walk forms, and the table is printed into the CUDA source."""
+    import infinet
+    from infinet.codegen import columns
+    st = small_program.pair.stages[0]
+    table = columns.reciprocals(st)
+    assert len(table) == st.threads + 1 and table[0] == 0
+    top = st.sink_size[1] + st.threads
+    for d in range(1, st.threads + 1):
+        for x in range(top):
+            assert (x * table[d]) >> columns.RCP_SHIFT == x // d, (d, x)
+    assert f"{st.name}_rcp[{st.threads + 1}]" in infinet.compile(SMALL).cuda_source
+
+
 def test_team_walk_covers_every_entry_once(small_program):
     st = small_program.pair.stages[0]
     assert R.sweep_mode(st) == "columns" and st.threads == 128

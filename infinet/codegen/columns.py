@@ -31,6 +31,29 @@ def uses_columns(stage: Stage) -> bool:
             and stage.sink_size[1] > 1 and stage.sink_size[2] <= stage.threads)
 
 
+#: the column walk's divisions by the plane's width and band count are multiplications by
+#: ceil(2^RCP_SHIFT / n), shifted right (columns_setup in templates/macros.j2)
+RCP_SHIFT = 20
+
+
+def reciprocals(stage: Stage) -> list[int]:
+    """ceil(2^RCP_SHIFT / n) for n = 0 .. threads (0 at 0): the walk's divisors (the
+    plane's width and the band count) are at most the team's size, which
+    ``__launch_bounds__`` makes at least blockDim.  Checked exact for every dividend the
+    walk forms (tid and nth below threads + 1, ch + bands - 1 below height + threads)."""
+    n = stage.threads
+    table = [0] + [-(-(1 << RCP_SHIFT) // d) for d in range(1, n + 1)]
+    top = max(n + 1, stage.sink_size[1] + n)
+    for d in range(1, n + 1):
+        m = table[d]
+        assert top * m < 2 ** 32
+        # q = (x * m) >> s is floor(x / d) for all x < top iff it is at the top of each
+        # quotient step (x = k*d - 1 and x = k*d), the error growing with x
+        for x in list(range(d - 1, top, d)) + list(range(0, top, d)):
+            assert (x * m) >> RCP_SHIFT == x // d, (d, x)
+    return table
+
+
 def register_stencil(stage: Stage, op: Op) -> bool:
     """Whether a sweep's conv starter keeps its stencil's row sums in registers."""
     if op.kind != "conv" or not uses_columns(stage):

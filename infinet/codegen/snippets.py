@@ -9,6 +9,7 @@ and the running values ``k`` (Σ) and ``t`` (Θ).
 """
 from __future__ import annotations
 
+from ..layers.affine import adds_bias
 from .printer import lit
 from .program import AxisGeom, Op, Source, Stage, Sweep
 from .render_index import AXIS, buf, plane_of, plane_valid, pos, shifted
@@ -94,8 +95,14 @@ def _acc(lines: list[str], terms: list[str], q: int, name: str) -> str:
     return f"{name} * (real){lit(1.0 / q)}"
 
 
+def _affine_k(op: Op, k: str) -> str:
+    """Σ' = W²·Σ + b² as C (layers/affine.py: affine_k, no bias term where b = 0)."""
+    text = f"(real){lit(op.W2)} * {k}"
+    return text + f" + (real){lit(op.B2)}" if adds_bias(op.B2) else text
+
+
 def _affine(op: Op) -> list[str]:
-    out = [f"k = (real){lit(op.W2)} * k + (real){lit(op.B2)};"]
+    out = [f"k = {_affine_k(op, 'k')};"]
     if op.t_in:
         out.append(f"t = (real){lit(op.W2)} * t;")
         if op.trains:
@@ -315,7 +322,7 @@ def tail_op(prog, pas, op: Op) -> list[str]:
             lines.append(f"    t{i} = tacc * (real){lit(scale)};")
         lines.append("}")
     elif op.kind == "dense":
-        lines.append(f"real k{i} = (real){lit(op.W2)} * {kin} + (real){lit(op.B2)};")
+        lines.append(f"real k{i} = {_affine_k(op, kin)};")
         if op.t_in:
             lines.append(f"real t{i} = (real){lit(op.W2)} * {tin}" +
                          (f" + k{i};" if op.trains else ";"))

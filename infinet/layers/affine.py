@@ -40,6 +40,19 @@ def window_out(layer: Layer, n: int, q: int, stride: int, pad: str, what: str) -
     return conv_geometry(n, q, stride, pad)[0]
 
 
+def affine_k(w2, b2, k):
+    """Σ' = W²·Σ + b², the one rule of dense and conv (the NumPy reference applies it to
+    arrays; codegen/snippets.py prints it through :func:`adds_bias`).  The bias term is
+    added only where b ≠ 0: adding +0.0 changes nothing but −0.0 into +0.0, and every
+    backend skips it the same way, so they stay bit-identical."""
+    return w2 * k + b2 if adds_bias(b2) else w2 * k
+
+
+def adds_bias(b2) -> bool:
+    """Whether Σ' = W²·Σ + b² has a bias term to add (b ≠ 0)."""
+    return b2 != 0
+
+
 @dataclass(frozen=True)
 class Dense(Layer):
     W: float = 1.0

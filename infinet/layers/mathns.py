@@ -45,8 +45,8 @@ FUNCTIONS: dict[str, tuple[int, object]] = {
     "pow": (2, np.power),
     # √x for x >= 0 where the last bits do not matter to exactness (never for a value
     # that must be exactly 0 elsewhere than at x = 0).  NumPy and the CPU target: sqrt;
-    # CUDA float: x·rsqrtf(x) (within 3 ulp, 0 at 0: no IEEE square root's fix-up and
-    # slow path); CUDA double: sqrt
+    # CUDA float: PTX's sqrt.approx.f32 (within 3 ulp, subnormals included, 0 at 0: no
+    # IEEE square root's fix-up and slow path); CUDA double: sqrt
     "sqrt_fast": (1, np.sqrt),
     # 1/√x.  NumPy: 1/np.sqrt(x), correctly rounded twice; the CPU target the same; CUDA
     # its rsqrt (within 2 ulp in float, 1 ulp in double: no IEEE division)

@@ -25,6 +25,7 @@ WORKING_ARRAYS = 10
 #: Working memory of one pair batch, per executor: NumPy runs about 3x faster with
 #: batches that fit in the CPU's cache than with 512 MiB ones.  Executors may say
 #: their own with a ``batch_memory`` attribute; otherwise ``max_memory`` is used.
+#: Executors may also say their working memory per pair (``pair_bytes``, in bytes).
 BATCH_MEMORY = {"numpy": 4 * 2 ** 20}
 
 
@@ -134,7 +135,10 @@ def batch_size(executor, max_memory: int | None = None) -> int:
     limit = max_memory or DEFAULT_MAX_MEMORY
     if getattr(executor, "device_batches", False):
         return device_call_pairs(executor.plan, limit, getattr(executor, "tile_work", None))
-    need = pair_bytes(executor.plan, executor.dtype.itemsize)
+    # an executor that knows its own working memory per pair says so (``pair_bytes``);
+    # otherwise the NumPy reference's model
+    need = getattr(executor, "pair_bytes", None) or pair_bytes(executor.plan,
+                                                                executor.dtype.itemsize)
     if need > limit:
         warnings.warn(MemoryLimitWarning(
             f"one pair of net {executor.plan.name} needs about {_size(need)} of working memory "
@@ -145,7 +149,7 @@ def batch_size(executor, max_memory: int | None = None) -> int:
     preferred = getattr(executor, "batch_memory", None) or BATCH_MEMORY.get(executor.name)
     if preferred:
         memory = min(memory, preferred)
-    return pair_batch_size(executor.plan, executor.dtype.itemsize, memory)
+    return max(1, int(memory // max(need, 1)))
 
 
 def _size(n: float) -> str:

@@ -92,7 +92,7 @@ class RemoteExecutor:
     computes nothing itself."""
 
     def __init__(self, spec: ExecutorSpec, batch_memory=None, tile_work=None,
-                 device_batches: bool = False):
+                 pair_bytes=None, device_batches: bool = False):
         self.spec = spec
         self.plan = spec.plan
         self.name = spec.backend
@@ -100,6 +100,7 @@ class RemoteExecutor:
         self.ntk = spec.ntk
         self.batch_memory = batch_memory
         self.tile_work = tile_work
+        self.pair_bytes = pair_bytes
         #: a GPU executor: a tile per call (batching.device_call_pairs)
         self.device_batches = device_batches
 
@@ -189,6 +190,7 @@ def describe_executor(spec: ExecutorSpec, pairs):
     executor, _ = _executor(resolved)
     return {"backend": name, "batch_memory": getattr(executor, "batch_memory", None),
             "tile_work": getattr(executor, "tile_work", None),
+            "pair_bytes": getattr(executor, "pair_bytes", None),
             "device_batches": bool(getattr(executor, "device_batches", False))}
 
 
@@ -228,7 +230,7 @@ def cluster_executor(kernel, backend: str, dtype, client, pairs: int | None = No
     spec = ExecutorSpec(plan, check_backend(backend), dtype, ntk)
     info = client.submit(describe_executor, spec, pairs, pure=False).result()
     return RemoteExecutor(ExecutorSpec(plan, info["backend"], dtype, ntk),
-                          info["batch_memory"], info["tile_work"],
+                          info["batch_memory"], info["tile_work"], info.get("pair_bytes"),
                           info.get("device_batches", False))
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import ctypes
 import re
+import threading
 
 import numpy as np
 
@@ -32,19 +33,48 @@ class CpuExecutor(Executor):
         pair = program.pair if (ntk or not program.pairk.active) else program.pairk
         self._pair = self._entry(f"infinet_{pair.pass_}_{suffix}")
         self._self = self._entry(f"infinet_self_{suffix}") if program.self_.active else None
+        threads = self.lib.infinet_threads
+        threads.restype = ctypes.c_int
+        self._threads = threads
+        per_item = self._sized(f"infinet_{pair.pass_}_{suffix}_per_item", [])
+        #: bytes of working memory per pair of a call (the batch size is made from this,
+        #: runtime/batching.py): the kernels' own per-pair buffers, the two results and
+        #: the two row indices; not the NumPy reference's model
+        self.pair_bytes = int(per_item()) * self.dtype.itemsize + 32
+        #: the working memory of the kernels: one array, grown when a call needs more and
+        #: reused by every later call (never allocated or zeroed per call)
+        self.workspace = np.zeros(0, self.dtype)
+        self._lock = threading.Lock()
 
     def _entry(self, name):
         fn = getattr(self.lib, name)
-        fn.argtypes = [ctypes.c_longlong] + [ctypes.c_void_p] * 9
+        fn.argtypes = [ctypes.c_longlong] + [ctypes.c_void_p] * 10 + [ctypes.c_longlong]
         fn.restype = ctypes.c_int
+        fn.workspace = self._sized(name + "_workspace", [ctypes.c_longlong, ctypes.c_int])
+        return fn
+
+    def _sized(self, name, argtypes):
+        fn = getattr(self.lib, name)
+        fn.argtypes = argtypes
+        fn.restype = ctypes.c_longlong
         return fn
 
     def _call(self, fn, items, x1, x2, r1, r2, vt1, vt2, vrec, out_k, out_t):
         ptr = lambda a: None if a is None else a.ctypes.data  # noqa: E731
-        status = fn(items, ptr(x1), ptr(x2), ptr(r1), ptr(r2), ptr(vt1), ptr(vt2), ptr(vrec),
-                    ptr(out_k), ptr(out_t))
+        with self._lock:
+            for _ in range(2):
+                need = int(fn.workspace(items, self._threads()))
+                if len(self.workspace) < need:
+                    # grown by a quarter more than asked, so that batches of varying size
+                    # settle on one array
+                    self.workspace = np.zeros(need + need // 4, self.dtype)
+                status = fn(items, ptr(x1), ptr(x2), ptr(r1), ptr(r2), ptr(vt1), ptr(vt2),
+                            ptr(vrec), ptr(out_k), ptr(out_t), ptr(self.workspace),
+                            len(self.workspace))
+                if status != 2:       # 2: the thread count changed since the query
+                    break
         if status != 0:
-            raise MemoryError("the CPU kernel could not allocate its working memory")
+            raise MemoryError("the CPU kernel's workspace is too small")
 
     def _padded(self, shape, fill=None):
         """A zeroed C array of ``shape`` followed by program.pad_entries of slack: the

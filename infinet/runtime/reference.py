@@ -34,6 +34,7 @@ import numpy as np
 from ..errors import InfinetError
 from ..ir.plan import NodePlan, Plan
 from ..layers.base import Shape, conv_geometry
+from ..layers.affine import affine_k
 from ..layers.mathns import NumpyMath
 from .executor import Executor
 
@@ -277,7 +278,7 @@ class ReferenceExecutor(Executor):
                 K = apply_maps(K, step.maps)
                 T = None if T is None else apply_maps(T, step.maps)
             w2, b2 = dt(layer.W ** 2), dt(layer.b ** 2)
-            K = w2 * K + b2
+            K = affine_k(w2, b2, K)
             T = None if T is None else w2 * T
             if with_t and layer.trains:
                 T = K.copy() if T is None else T + K
