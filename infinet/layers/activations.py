@@ -38,8 +38,25 @@ def arccos_theta(m, s, K, r1, r2):
                    m.acos_sc(s, K, r1 * r2))
 
 
+class ArcCosineKernel:
+    """What the arc-cosine kernels share (abrelu, sign, rectified_monomial): the feature
+    1/√v of each input, and s = √(v v' − Σ²) with the angle θ = atan2(s, Σ)."""
+
+    n_features = 1
+
+    def features(self, m, v):
+        return inv_sqrt_v(m, v)
+
+    def sine_and_angle(self, m, K, v1, v2, f1, f2):
+        """(v v', s, θ) of an entry; f1, f2 are the inputs' features (or None: computed)."""
+        (r1,), (r2,) = f1 or self.features(m, v1), f2 or self.features(m, v2)
+        p = v1 * v2
+        s = m.sqrt_fast(m.max0(p - K * K))
+        return p, s, arccos_theta(m, s, K, r1, r2)
+
+
 @dataclass(frozen=True)
-class ABRelu(Elementwise):
+class ABRelu(ArcCosineKernel, Elementwise):
     a: float = 0.0
     b: float = 1.0
 
@@ -49,15 +66,9 @@ class ABRelu(Elementwise):
     examples = ("a=-0.3 b=1.2",)
     flops_per_entry = 16
     transcendentals_per_entry = 2
-    n_features = 1
-
-    def features(self, m, v):
-        return inv_sqrt_v(m, v)
 
     def entry(self, m, K, v1, v2, f1=None, f2=None):
-        (r1,), (r2,) = f1 or self.features(m, v1), f2 or self.features(m, v2)
-        s = m.sqrt_fast(m.max0(v1 * v2 - K * K))
-        theta = arccos_theta(m, s, K, r1, r2)
+        _, s, theta = self.sine_and_angle(m, K, v1, v2, f1, f2)
         fac = m.const((self.a - self.b) ** 2 / (2 * math.pi))
         dot = m.const((self.a * self.a + self.b * self.b) / 2) - fac * theta
         return fac * s + dot * K, dot

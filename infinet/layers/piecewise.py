@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from .activations import ABRelu, arccos_theta, inv_sqrt_v
+from .activations import ABRelu, ArcCosineKernel
 from .base import Elementwise
 
 
@@ -31,23 +31,16 @@ class Abs(ABRelu):
 
 
 @dataclass(frozen=True)
-class Sign(Elementwise):
+class Sign(ArcCosineKernel, Elementwise):
     keyword = "sign"
     summary = "sign(x): −1, 0 or 1 (its NTK factor is 0)"
     flops_per_entry = 10
     transcendentals_per_entry = 2
 
-    n_features = 1
-
-    def features(self, m, v):
-        return inv_sqrt_v(m, v)
-
     def entry(self, m, K, v1, v2, f1=None, f2=None):
-        (r1,), (r2,) = f1 or self.features(m, v1), f2 or self.features(m, v2)
-        s = m.sqrt_fast(m.max0(v1 * v2 - K * K))
+        _, s, theta = self.sine_and_angle(m, K, v1, v2, f1, f2)
         zero = m.const(0)
-        new = m.where(s + m.abs(K) == zero, zero,
-                      m.const(1) - m.const(2 / math.pi) * arccos_theta(m, s, K, r1, r2))
+        new = m.where(s + m.abs(K) == zero, zero, m.const(1) - m.const(2 / math.pi) * theta)
         return new, zero
 
 

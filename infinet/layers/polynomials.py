@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from fractions import Fraction
 
 from ..errors import NetError
-from .activations import arccos_theta, inv_sqrt_v
+from .activations import ArcCosineKernel
 from .base import Elementwise, RealList, WholeUpTo
 
 #: the highest degree of monomial and rectified_monomial, and of a polynomial
@@ -140,7 +140,7 @@ def arc_cosine(m, n: int, K, p, s, theta):
 
 
 @dataclass(frozen=True)
-class RectifiedMonomial(Elementwise):
+class RectifiedMonomial(ArcCosineKernel, Elementwise):
     degree: int = 2
 
     keyword = "rectified_monomial"
@@ -154,17 +154,9 @@ class RectifiedMonomial(Elementwise):
     def flops_per_entry(self) -> int:
         return 8 * self.degree + 12
 
-    n_features = 1
-
-    def features(self, m, v):
-        return inv_sqrt_v(m, v)
-
     def entry(self, m, K, v1, v2, f1=None, f2=None):
-        (r1,), (r2,) = f1 or self.features(m, v1), f2 or self.features(m, v2)
         n = self.degree
-        p = v1 * v2
-        s = m.sqrt_fast(m.max0(p - K * K))
-        theta = arccos_theta(m, s, K, r1, r2)
+        p, s, theta = self.sine_and_angle(m, K, v1, v2, f1, f2)
         new = arc_cosine(m, n, K, p, s, theta)
         if n == 0:
             return new, m.const(0)
