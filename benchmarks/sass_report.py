@@ -191,16 +191,6 @@ class Walk:
     entries: int                   # valid entries of the plane
 
 
-def valid_region(sweep, D) -> list[tuple[int, int]]:
-    out = []
-    for ax in range(3):
-        dv = sweep.mult[ax] * D[ax]
-        lo = -dv if dv < 0 else 0
-        hi = sweep.size[ax] - dv if dv > 0 else sweep.size[ax]
-        out.append((lo, max(hi, lo)))
-    return out
-
-
 def team_walk(stage, sweep, D) -> Walk:
     """The lanes' entries of every warp iteration of a sweep over plane D: the mapping of
     templates/macros.j2 (``flat``: thread e of the team takes entries e, e + nth, ... of
@@ -216,7 +206,7 @@ def team_walk(stage, sweep, D) -> Walk:
         return Walk(*cols)
     threads = stage.threads
     warps = threads // 32
-    (lod, hid), (loh, hih), (low, hiw) = valid_region(sweep, D)
+    (lod, hid), (loh, hih), (low, hiw) = columns.valid_region(sweep, D)
     mode = sweep_mode(stage)
     lane = np.arange(32)
     entry_iters = np.zeros(warps, dtype=np.int64)

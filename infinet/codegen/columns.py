@@ -140,7 +140,7 @@ def team_walk(stage: Stage, sweep: Sweep, D):
         return None
     threads = stage.threads
     warps = threads // 32
-    (lod, hid), (loh, hih), (low, hiw) = _valid(sweep, D)
+    (lod, hid), (loh, hih), (low, hiw) = valid_region(sweep, D)
     cw, ch = hiw - low, hih - loh
     cw1 = max(cw, 1)
     tid = np.arange(threads)
@@ -170,7 +170,8 @@ def team_walk(stage: Stage, sweep: Sweep, D):
     return entry_iters, np.zeros(warps, dtype=np.int64), pos, live, entries
 
 
-def _valid(sweep: Sweep, D):
+def valid_region(sweep: Sweep, D) -> list[tuple[int, int]]:
+    """Per axis (lo, hi): the positions p of the sweep's state with p and p + mult·D inside."""
     out = []
     for ax in range(3):
         dv = sweep.mult[ax] * D[ax]
