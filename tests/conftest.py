@@ -1,6 +1,7 @@
 """Shared test set-up: tests marked `cuda` run on a real GPU or on the cuda-emu emulation."""
 from __future__ import annotations
 
+import json
 import os
 import sys
 from pathlib import Path
@@ -22,6 +23,23 @@ def cuda_device(request):
     import cuda_emu
     with cuda_emu.activated() as where:
         yield where
+
+
+def pytest_sessionfinish(session):
+    """On a pytest-xdist worker: hand the tables to the controller, which prints them."""
+    out = getattr(session.config, "workeroutput", None)
+    if out is not None:
+        from summary import SECTIONS
+        out["summary_sections"] = json.dumps(SECTIONS)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node, error):
+    """(pytest-xdist, on the controller) a worker's tables join this process's."""
+    from summary import SECTIONS
+    text = getattr(node, "workeroutput", {}).get("summary_sections")
+    for title, lines in (json.loads(text) if text else {}).items():
+        SECTIONS.setdefault(title, []).extend(lines)
 
 
 def pytest_terminal_summary(terminalreporter):
